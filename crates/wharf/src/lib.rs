@@ -1,1 +1,11 @@
+//! Wharf: a self-hosted OCI registry and pull-through mirror.
+//!
+//! Layer rule (each layer may use the ones to its right, never the ones to its left):
+//! ```text
+//! cli → app → api → service → store → oci
+//! config: plain data used from above; it imports nothing from api/service/store.
+//! ```
+//! `api` is HTTP only; `service` is the one path for repository reads and writes and applies the registry's
+//! rules; `store` owns durable state and never imports axum.
 
+pub mod store;
