@@ -156,7 +156,7 @@ impl Manifest {
     }
 
     /// Everything this manifest points at that must exist first: config and layers, or child manifests.
-    pub fn references(&self) -> Box<dyn Iterator<Item = &Descriptor> + '_> {
+    pub fn references(&self) -> Box<dyn Iterator<Item = &Descriptor> + Send + '_> {
         match &self.body {
             ManifestBody::Image(m) => Box::new(std::iter::once(&m.config).chain(m.layers.iter())),
             ManifestBody::Index(i) => Box::new(i.manifests.iter()),

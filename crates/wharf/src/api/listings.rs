@@ -1,0 +1,53 @@
+//! Listings: `tags/list`, `_catalog` (with `n`/`last` pagination and `Link`) and `referrers`.
+
+use axum::body::Body;
+use oci::{Digest, MediaType, RepoName};
+use serde_json::json;
+
+use super::headers::OCI_FILTERS_APPLIED;
+use super::{respond, ApiResult};
+use crate::service::Registry;
+
+fn link(path: &str, n: usize, last: &str) -> String {
+    let q = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.to_owned())]).unwrap_or_default();
+    format!("<{path}?{q}>; rel=\"next\"")
+}
+
+fn json_response(value: serde_json::Value, mut hdrs: Vec<(&'static str, String)>, content_type: &str) -> axum::response::Response {
+    hdrs.push(("content-type", content_type.to_owned()));
+    respond(200, &hdrs, Body::from(serde_json::to_vec(&value).expect("json serialises")))
+}
+
+pub async fn tags(reg: &Registry, repo: &RepoName, n: Option<usize>, last: Option<String>) -> ApiResult {
+    let limit = n.unwrap_or(usize::MAX);
+    let (tags, more) = reg.tag_list(repo, last.as_deref(), limit).await?;
+    let mut hdrs = Vec::new();
+    if let (true, Some(t)) = (more && limit > 0, tags.last()) {
+        hdrs.push(("link", link(&format!("/v2/{repo}/tags/list"), limit, t.as_str())));
+    }
+    Ok(json_response(json!({ "name": repo, "tags": tags }), hdrs, "application/json"))
+}
+
+pub async fn catalog(reg: &Registry, n: Option<usize>, last: Option<String>) -> ApiResult {
+    let limit = n.unwrap_or(usize::MAX);
+    let (repos, more) = reg.catalog(last.as_deref(), limit).await?;
+    let mut hdrs = Vec::new();
+    if let (true, Some(r)) = (more && limit > 0, repos.last()) {
+        hdrs.push(("link", link("/v2/_catalog", limit, r.as_str())));
+    }
+    Ok(json_response(json!({ "repositories": repos }), hdrs, "application/json"))
+}
+
+pub async fn referrers(reg: &Registry, repo: &RepoName, digest: &Digest, artifact_type: Option<MediaType>) -> ApiResult {
+    let list = reg.referrers(repo, digest, artifact_type.as_ref()).await?;
+    let mut hdrs = Vec::new();
+    if artifact_type.is_some() {
+        hdrs.push((OCI_FILTERS_APPLIED, "artifactType".to_owned()));
+    }
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::OciIndex.as_str(),
+        "manifests": list,
+    });
+    Ok(json_response(index, hdrs, MediaType::OciIndex.as_str()))
+}

@@ -1,0 +1,128 @@
+//! The command line: the only place that prints to the terminal or uses `anyhow`-style error reporting.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::App;
+use crate::config::{Config, ConfigError, Overrides, Settings};
+
+/// Wharf: a self-hosted OCI registry and pull-through mirror.
+#[derive(Debug, Parser)]
+#[command(name = "wharf", version, about, long_about = None, arg_required_else_help = true)]
+pub struct Cli {
+    /// TOML configuration file (see docs/config.example.toml).
+    #[arg(long, global = true, env = "WHARF_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Root directory of the local content store [default: ./wharf-data].
+    #[arg(long, global = true, env = "WHARF_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the registry (OCI Distribution API on /v2/).
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:5000].
+        #[arg(long, env = "WHARF_LISTEN", value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file and report every problem.
+    Check {
+        /// The file (defaults to --config / WHARF_CONFIG).
+        file: Option<PathBuf>,
+    },
+}
+
+fn load(file: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    file.map_or_else(|| Ok(Config::default()), |f| Config::load(f))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+}
+
+/// Entry point of the `wharf` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Version => {
+            println!("wharf {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Check { file }) => {
+            let Some(file) = file.or(cli.config) else {
+                return Err("config check needs a file (argument, --config or WHARF_CONFIG)".into());
+            };
+            let config = Config::load(&file)?;
+            Settings::resolve(config, Overrides::default())?;
+            println!("{}: ok", file.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve { listen } => {
+            let config = load(cli.config.as_ref())?;
+            let settings = Settings::resolve(config, Overrides { listen, data_dir: cli.data_dir })?;
+            init_tracing();
+            serve(settings)
+        }
+    }
+}
+
+fn serve(settings: Settings) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let data_dir = settings.data_dir.clone();
+        let app = App::build(settings)?;
+        let (addr, server) = app.serve(shutdown_signal()).await?;
+        tracing::info!(%addr, data_dir = %data_dir.display(), "wharf is serving the OCI registry API on /v2/");
+        println!("wharf listening on {addr}");
+        server.await?;
+        tracing::info!("shut down cleanly");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
