@@ -60,7 +60,10 @@ impl ErrorCode {
     /// The HTTP status the spec pairs with the code, for callers that have no better one.
     pub fn status(self) -> u16 {
         match self {
-            ErrorCode::BlobUnknown | ErrorCode::BlobUploadUnknown | ErrorCode::ManifestUnknown | ErrorCode::NameUnknown => 404,
+            ErrorCode::BlobUnknown
+            | ErrorCode::BlobUploadUnknown
+            | ErrorCode::ManifestUnknown
+            | ErrorCode::NameUnknown => 404,
             ErrorCode::Unauthorized => 401,
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,

@@ -89,6 +89,7 @@ pub struct ImageIndex {
 
 /// The parsed view of a manifest.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per manifest, never in bulk collections
 pub enum ManifestBody {
     /// A single-platform image or artifact.
     Image(ImageManifest),
@@ -235,12 +236,16 @@ mod tests {
 
     #[test]
     fn rejects() {
-        let bad = |b: &str, d: Option<MediaType>| Manifest::parse(Bytes::from(b.to_owned()), d.as_ref(), Algorithm::Sha256);
+        let bad =
+            |b: &str, d: Option<MediaType>| Manifest::parse(Bytes::from(b.to_owned()), d.as_ref(), Algorithm::Sha256);
         assert!(matches!(bad("not json", None), Err(ManifestError::Json { .. })));
         assert!(matches!(bad(r#"{"schemaVersion":1}"#, None), Err(ManifestError::SchemaVersion)));
         assert!(matches!(bad(r#"{"schemaVersion":2}"#, None), Err(ManifestError::Json { .. })));
         assert!(matches!(
-            bad(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#, Some(MediaType::OciManifest)),
+            bad(
+                r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#,
+                Some(MediaType::OciManifest)
+            ),
             Err(ManifestError::MediaTypeMismatch { .. })
         ));
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:abc","size":1},"layers":[]}"#;

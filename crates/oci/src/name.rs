@@ -193,21 +193,12 @@ mod tests {
 
     #[test]
     fn repo_names() {
-        for good in [
-            "a",
-            "library/alpine",
-            "a/b/c/d/e",
-            "my-org/my_app",
-            "x__y",
-            "a.b/c---d",
-            "0/1",
-            "registry.k8s.io/pause",
-        ] {
+        for good in
+            ["a", "library/alpine", "a/b/c/d/e", "my-org/my_app", "x__y", "a.b/c---d", "0/1", "registry.k8s.io/pause"]
+        {
             assert!(good.parse::<RepoName>().is_ok(), "{good:?} rejected");
         }
-        for bad in [
-            "", "A", "a/", "/a", "a//b", "-a", "a-", "a_.b", "a___b", "a..b", "a b", "a/B", "a:b", "a@b",
-        ] {
+        for bad in ["", "A", "a/", "/a", "a//b", "-a", "a-", "a_.b", "a___b", "a..b", "a b", "a/B", "a:b", "a@b"] {
             assert!(bad.parse::<RepoName>().is_err(), "{bad:?} accepted");
         }
         assert!("a".repeat(255).parse::<RepoName>().is_ok());

@@ -159,14 +159,17 @@ fn reference(s: &str, method: &Method) -> Result<RefSpec, ApiError> {
 }
 
 fn upload_id(s: &str) -> Result<UploadId, ApiError> {
-    UploadId::parse(s).ok_or_else(|| ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload session {s:?} is unknown")))
+    UploadId::parse(s)
+        .ok_or_else(|| ApiError::new(ErrorCode::BlobUploadUnknown, format!("upload session {s:?} is unknown")))
 }
 
 fn page_size(q: &HashMap<String, String>) -> Result<Option<usize>, ApiError> {
     q.get("n")
         .map(|n| {
-            n.parse::<usize>()
-                .map_err(|_| ApiError::new(ErrorCode::Unsupported, format!("query parameter n={n:?} is not a non-negative integer")).status(400))
+            n.parse::<usize>().map_err(|_| {
+                ApiError::new(ErrorCode::Unsupported, format!("query parameter n={n:?} is not a non-negative integer"))
+                    .status(400)
+            })
         })
         .transpose()
 }
@@ -178,9 +181,11 @@ fn not_allowed(method: &Method, what: &str) -> ApiError {
 impl Endpoint {
     /// Parse method, path and query. Pure, so every routing rule is table-tested.
     pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Endpoint, ApiError> {
-        let q: HashMap<String, String> =
-            query.and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok()).unwrap_or_default().into_iter().collect();
-        let path = percent_decode(path);
+        let q: HashMap<String, String> = query
+            .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         let rest = path
             .strip_prefix("/v2/")
             .ok_or_else(|| ApiError::new(ErrorCode::Unsupported, "not a registry API path").status(404))?;
@@ -193,7 +198,9 @@ impl Endpoint {
                 _ => Err(not_allowed(method, "the catalog")),
             };
         }
-        let segs: Vec<&str> = rest.split('/').collect();
+        // Decode each segment on its own, so an encoded `/` can never create or hide a path level.
+        let owned: Vec<String> = rest.split('/').map(percent_decode).collect();
+        let segs: Vec<&str> = owned.iter().map(String::as_str).collect();
         let k = segs.len();
         let tail = |i: usize| if i <= k { segs[k - i] } else { "" };
         let head = *method == Method::HEAD;
@@ -310,8 +317,14 @@ mod tests {
     fn routing_table() {
         let repo = |s: &str| s.parse::<RepoName>().unwrap();
         assert_eq!(ok(Method::GET, "/v2/", None), Endpoint::Base);
-        assert_eq!(ok(Method::GET, "/v2/_catalog", Some("n=5&last=a")), Endpoint::Catalog { n: Some(5), last: Some("a".into()) });
-        assert_eq!(ok(Method::GET, "/v2/a/b/tags/list", None), Endpoint::TagsList { repo: repo("a/b"), n: None, last: None });
+        assert_eq!(
+            ok(Method::GET, "/v2/_catalog", Some("n=5&last=a")),
+            Endpoint::Catalog { n: Some(5), last: Some("a".into()) }
+        );
+        assert_eq!(
+            ok(Method::GET, "/v2/a/b/tags/list", None),
+            Endpoint::TagsList { repo: repo("a/b"), n: None, last: None }
+        );
         assert_eq!(
             ok(Method::HEAD, "/v2/a/manifests/latest", None),
             Endpoint::ManifestGet { repo: repo("a"), reference: "latest".parse().unwrap(), head: true }
@@ -337,15 +350,29 @@ mod tests {
         }
         assert_eq!(
             ok(Method::POST, "/v2/a/blobs/uploads/", Some(&format!("mount={D}&from=o/p"))),
-            Endpoint::UploadStart { repo: repo("a"), digest: None, mount: Some((D.parse().unwrap(), Some(repo("o/p")))) }
+            Endpoint::UploadStart {
+                repo: repo("a"),
+                digest: None,
+                mount: Some((D.parse().unwrap(), Some(repo("o/p"))))
+            }
         );
         assert!(matches!(ok(Method::PATCH, &format!("/v2/a/blobs/uploads/{ID}"), None), Endpoint::UploadPatch { .. }));
-        assert!(matches!(ok(Method::PUT, &format!("/v2/a/blobs/uploads/{ID}"), Some(&format!("digest={D}"))), Endpoint::UploadFinish { .. }));
-        assert!(matches!(ok(Method::DELETE, &format!("/v2/a/blobs/uploads/{ID}"), None), Endpoint::UploadCancel { .. }));
+        assert!(matches!(
+            ok(Method::PUT, &format!("/v2/a/blobs/uploads/{ID}"), Some(&format!("digest={D}"))),
+            Endpoint::UploadFinish { .. }
+        ));
+        assert!(matches!(
+            ok(Method::DELETE, &format!("/v2/a/blobs/uploads/{ID}"), None),
+            Endpoint::UploadCancel { .. }
+        ));
         assert!(matches!(ok(Method::GET, &format!("/v2/a/blobs/uploads/{ID}"), None), Endpoint::UploadStatus { .. }));
         assert_eq!(
             ok(Method::GET, &format!("/v2/a/referrers/{D}"), Some("artifactType=application%2Fvnd.x")),
-            Endpoint::Referrers { repo: repo("a"), digest: D.parse().unwrap(), artifact_type: Some(MediaType::parse("application/vnd.x")) }
+            Endpoint::Referrers {
+                repo: repo("a"),
+                digest: D.parse().unwrap(),
+                artifact_type: Some(MediaType::parse("application/vnd.x"))
+            }
         );
     }
 
@@ -358,7 +385,8 @@ mod tests {
         assert_eq!(code(p(Method::PUT, "/v2/a/manifests/bad!tag", None)), ErrorCode::ManifestInvalid);
         assert_eq!(code(p(Method::GET, "/v2/a/blobs/nope", None)), ErrorCode::DigestInvalid);
         assert_eq!(code(p(Method::PUT, &format!("/v2/a/blobs/uploads/{ID}"), None)), ErrorCode::DigestInvalid);
-        assert_eq!(code(p(Method::PATCH, "/v2/a/blobs/uploads/../../etc", None)), ErrorCode::BlobUploadUnknown);
+        assert_eq!(code(p(Method::PATCH, "/v2/a/blobs/uploads/..%2Fetc", None)), ErrorCode::BlobUploadUnknown);
+        assert_eq!(code(p(Method::PATCH, "/v2/a/blobs/uploads/../../etc", None)), ErrorCode::Unsupported);
         assert_eq!(code(p(Method::POST, "/v2/a/manifests/x", None)), ErrorCode::Unsupported);
         assert_eq!(code(p(Method::GET, "/v2/a/b", None)), ErrorCode::Unsupported);
         assert_eq!(code(p(Method::GET, "/v2/a/tags/list", Some("n=-1"))), ErrorCode::Unsupported);

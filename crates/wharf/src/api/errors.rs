@@ -68,7 +68,9 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::DigestMismatch { .. } => ApiError::new(ErrorCode::DigestInvalid, msg),
             StoreError::SizeMismatch { .. } => ApiError::new(ErrorCode::SizeInvalid, msg),
-            StoreError::UploadUnknown(_) | StoreError::UploadRepo { .. } => ApiError::new(ErrorCode::BlobUploadUnknown, msg),
+            StoreError::UploadUnknown(_) | StoreError::UploadRepo { .. } => {
+                ApiError::new(ErrorCode::BlobUploadUnknown, msg)
+            }
             StoreError::UploadOffset { current, .. } => ApiError::new(ErrorCode::BlobUploadInvalid, msg)
                 .status(416)
                 .header(axum::http::header::RANGE, upload_range(current)),
@@ -89,7 +91,8 @@ pub fn upload_range(size: u64) -> String {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&ErrorBody::single(self.code, self.message, None)).expect("error bodies serialise");
+        let body =
+            serde_json::to_vec(&ErrorBody::single(self.code, self.message, None)).expect("error bodies serialise");
         let mut headers = HeaderMap::new();
         headers.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in self.headers {

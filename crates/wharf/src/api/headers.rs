@@ -119,7 +119,10 @@ mod tests {
     fn accept() {
         let idx = MediaType::OciIndex;
         assert!(accepts(&HeaderMap::new(), &idx));
-        assert!(accepts(&h(header::ACCEPT, "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"), &idx));
+        assert!(accepts(
+            &h(header::ACCEPT, "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json"),
+            &idx
+        ));
         assert!(accepts(&h(header::ACCEPT, "*/*"), &idx));
         assert!(!accepts(&h(header::ACCEPT, "application/vnd.docker.distribution.manifest.v2+json"), &idx));
         assert!(accepts(&h(header::ACCEPT, "text/html"), &idx));

@@ -13,7 +13,11 @@ fn link(path: &str, n: usize, last: &str) -> String {
     format!("<{path}?{q}>; rel=\"next\"")
 }
 
-fn json_response(value: serde_json::Value, mut hdrs: Vec<(&'static str, String)>, content_type: &str) -> axum::response::Response {
+fn json_response(
+    value: serde_json::Value,
+    mut hdrs: Vec<(&'static str, String)>,
+    content_type: &str,
+) -> axum::response::Response {
     hdrs.push(("content-type", content_type.to_owned()));
     respond(200, &hdrs, Body::from(serde_json::to_vec(&value).expect("json serialises")))
 }
@@ -38,7 +42,12 @@ pub async fn catalog(reg: &Registry, n: Option<usize>, last: Option<String>) -> 
     Ok(json_response(json!({ "repositories": repos }), hdrs, "application/json"))
 }
 
-pub async fn referrers(reg: &Registry, repo: &RepoName, digest: &Digest, artifact_type: Option<MediaType>) -> ApiResult {
+pub async fn referrers(
+    reg: &Registry,
+    repo: &RepoName,
+    digest: &Digest,
+    artifact_type: Option<MediaType>,
+) -> ApiResult {
     let list = reg.referrers(repo, digest, artifact_type.as_ref()).await?;
     let mut hdrs = Vec::new();
     if artifact_type.is_some() {

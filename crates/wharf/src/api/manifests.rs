@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::http::HeaderMap;
-use http_body_util::BodyExt;
+use futures_util::StreamExt;
 use oci::{ErrorCode, RefSpec, RepoName};
 
 use super::errors::ApiError;
@@ -31,20 +31,10 @@ pub async fn get(reg: &Registry, repo: &RepoName, reference: &RefSpec, head: boo
 
 pub async fn put(reg: &Registry, repo: &RepoName, reference: &RefSpec, h: &HeaderMap, body: Body) -> ApiResult {
     let content_type = headers::content_type(h);
-    if headers::content_length(h).is_some_and(|n| n > MAX_MANIFEST_BYTES as u64) {
-        return Err(crate::service::Error::ManifestTooLarge.into());
-    }
-    let limited = http_body_util::Limited::new(body, MAX_MANIFEST_BYTES);
-    let bytes = match limited.collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(crate::service::Error::ManifestTooLarge.into()),
-        Err(e) => return Err(ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest body failed: {e}"))),
-    };
+    let bytes = read_limited(body, headers::content_length(h)).await?;
     let out = reg.manifest_put(repo, reference, content_type.as_ref(), bytes).await?;
-    let mut hdrs = vec![
-        ("location", format!("/v2/{repo}/manifests/{}", out.digest)),
-        (CONTENT_DIGEST, out.digest.to_string()),
-    ];
+    let mut hdrs =
+        vec![("location", format!("/v2/{repo}/manifests/{}", out.digest)), (CONTENT_DIGEST, out.digest.to_string())];
     if let Some(s) = out.subject {
         hdrs.push((OCI_SUBJECT, s.to_string()));
     }
@@ -54,4 +44,34 @@ pub async fn put(reg: &Registry, repo: &RepoName, reference: &RefSpec, h: &Heade
 pub async fn delete(reg: &Registry, repo: &RepoName, reference: &RefSpec) -> ApiResult {
     reg.manifest_delete(repo, reference).await?;
     Ok(respond(202, &[], Body::empty()))
+}
+
+/// Oversized bodies up to this size are read and discarded before the 413 goes out, so ordinary clients see
+/// the error instead of a reset connection; anything larger is cut off at once.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Collect a manifest body up to the size limit.
+async fn read_limited(body: Body, content_length: Option<u64>) -> Result<bytes::Bytes, ApiError> {
+    let too_large = || ApiError::from(crate::service::Error::ManifestTooLarge);
+    if content_length.is_some_and(|n| n > DRAIN_LIMIT) {
+        return Err(too_large());
+    }
+    let mut stream = body.into_data_stream();
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::new(ErrorCode::ManifestInvalid, format!("reading the manifest body failed: {e}")))?;
+        seen += chunk.len() as u64;
+        if seen > DRAIN_LIMIT {
+            return Err(too_large());
+        }
+        if seen <= MAX_MANIFEST_BYTES as u64 {
+            buf.extend_from_slice(&chunk);
+        }
+    }
+    if seen > MAX_MANIFEST_BYTES as u64 {
+        return Err(too_large());
+    }
+    Ok(buf.freeze())
 }

@@ -79,7 +79,9 @@ async fn dispatch(State(app): State<Arc<AppState>>, req: Request) -> Response {
         Endpoint::Base => Ok(base()),
         Endpoint::Catalog { n, last } => listings::catalog(reg, n, last).await,
         Endpoint::TagsList { repo, n, last } => listings::tags(reg, &repo, n, last).await,
-        Endpoint::Referrers { repo, digest, artifact_type } => listings::referrers(reg, &repo, &digest, artifact_type).await,
+        Endpoint::Referrers { repo, digest, artifact_type } => {
+            listings::referrers(reg, &repo, &digest, artifact_type).await
+        }
         Endpoint::ManifestGet { repo, reference, head } => manifests::get(reg, &repo, &reference, head, h).await,
         Endpoint::ManifestPut { repo, reference } => manifests::put(reg, &repo, &reference, h, body).await,
         Endpoint::ManifestDelete { repo, reference } => manifests::delete(reg, &repo, &reference).await,

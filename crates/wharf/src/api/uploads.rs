@@ -37,13 +37,12 @@ pub async fn start(
     body: Body,
 ) -> ApiResult {
     let size = headers::content_length(h);
-    let monolithic = match digest {
-        Some(d) => Some((d, size, body_stream(body))),
-        None => None,
-    };
+    let monolithic = digest.map(|d| (d, size, body_stream(body)));
     match reg.upload_start(repo, monolithic, mount).await? {
         BlobStart::Created(meta) => Ok(created(repo, &meta)),
-        BlobStart::Session(id) => Ok(respond(202, &session_headers(repo, &id, UploadProgress { size: 0 }), Body::empty())),
+        BlobStart::Session(id) => {
+            Ok(respond(202, &session_headers(repo, &id, UploadProgress { size: 0 }), Body::empty()))
+        }
     }
 }
 
@@ -73,7 +72,14 @@ pub async fn patch(reg: &Registry, repo: &RepoName, id: &UploadId, h: &HeaderMap
     Ok(respond(202, &session_headers(repo, id, p), Body::empty()))
 }
 
-pub async fn finish(reg: &Registry, repo: &RepoName, id: &UploadId, digest: &Digest, h: &HeaderMap, body: Body) -> ApiResult {
+pub async fn finish(
+    reg: &Registry,
+    repo: &RepoName,
+    id: &UploadId,
+    digest: &Digest,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult {
     let last = if has_body(h) {
         let start = chunk_start(h)?;
         Some((start, body_stream(body)))

@@ -73,12 +73,14 @@ pub enum ConfigError {
 impl Config {
     /// Parse TOML text; `file` is only used in error messages.
     pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse { file: file.to_owned(), reason: e.to_string().trim_end().to_owned() })
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { file: file.to_owned(), reason: e.to_string().trim_end().to_owned() })
     }
 
     /// Read and parse a file.
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
         Config::parse(&text, file)
     }
 }
@@ -113,7 +115,8 @@ impl Settings {
             })?,
             None => config.server.listen.unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("default address parses")),
         };
-        let data_dir = over.data_dir.or_else(|| config.storage.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let data_dir =
+            over.data_dir.or_else(|| config.storage.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         Ok(Settings { listen, data_dir, config })
     }
 }
@@ -131,7 +134,8 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_reason() {
-        let e = Config::parse("[server]\nlisten = \"127.0.0.1:5000\"\nlisen = 1\n", Path::new("/etc/wharf.toml")).unwrap_err();
+        let e = Config::parse("[server]\nlisten = \"127.0.0.1:5000\"\nlisen = 1\n", Path::new("/etc/wharf.toml"))
+            .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("/etc/wharf.toml") && msg.contains("lisen"), "{msg}");
         let e = Config::parse("[server]\nlisten = \"nope\"\n", Path::new("w.toml")).unwrap_err().to_string();
@@ -142,10 +146,16 @@ mod tests {
 
     #[test]
     fn precedence() {
-        let file = Config::parse("[server]\nlisten = \"127.0.0.1:6000\"\n[storage]\ndata_dir = \"/file\"\n", Path::new("f")).unwrap();
+        let file =
+            Config::parse("[server]\nlisten = \"127.0.0.1:6000\"\n[storage]\ndata_dir = \"/file\"\n", Path::new("f"))
+                .unwrap();
         let s = Settings::resolve(file.clone(), Overrides::default()).unwrap();
         assert_eq!((s.listen.port(), s.data_dir.to_str().unwrap()), (6000, "/file"));
-        let s = Settings::resolve(file, Overrides { listen: Some("127.0.0.1:7000".into()), data_dir: Some("/flag".into()) }).unwrap();
+        let s = Settings::resolve(
+            file,
+            Overrides { listen: Some("127.0.0.1:7000".into()), data_dir: Some("/flag".into()) },
+        )
+        .unwrap();
         assert_eq!((s.listen.port(), s.data_dir.to_str().unwrap()), (7000, "/flag"));
         let s = Settings::resolve(Config::default(), Overrides::default()).unwrap();
         assert_eq!((s.listen.to_string().as_str(), s.data_dir.to_str().unwrap()), (DEFAULT_LISTEN, DEFAULT_DATA_DIR));

@@ -130,7 +130,13 @@ impl Registry {
     }
 
     /// Append a chunk; `start` is the chunk's first byte from `Content-Range`, if the client sent one.
-    pub async fn upload_patch(&self, repo: &RepoName, id: &UploadId, start: Option<u64>, body: ByteStream) -> Result<UploadProgress> {
+    pub async fn upload_patch(
+        &self,
+        repo: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: ByteStream,
+    ) -> Result<UploadProgress> {
         let current = self.session(repo, id).await?.size;
         let size = self.store.upload_append(id, start.unwrap_or(current), body).await?;
         Ok(UploadProgress { size })

@@ -98,8 +98,11 @@ impl Registry {
 
     /// One page of a repository's tags (`limit` + 1 are fetched so the caller knows whether more follow).
     pub async fn tag_list(&self, repo: &RepoName, last: Option<&str>, limit: usize) -> Result<(Vec<Tag>, bool)> {
-        let mut tags =
-            self.store.tag_list(repo, last, limit.saturating_add(1)).await?.ok_or_else(|| Error::NameUnknown(repo.clone()))?;
+        let mut tags = self
+            .store
+            .tag_list(repo, last, limit.saturating_add(1))
+            .await?
+            .ok_or_else(|| Error::NameUnknown(repo.clone()))?;
         let more = tags.len() > limit;
         tags.truncate(limit);
         Ok((tags, more))

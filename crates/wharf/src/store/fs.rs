@@ -146,7 +146,9 @@ async fn stream_to_file(path: PathBuf, mut hasher: Digester, mut body: ByteStrea
         }
     }
     drop(tx);
-    let hasher = writer.await.map_err(|e| StoreError::Io { path: path.display().to_string(), source: io::Error::other(e) })??;
+    let hasher = writer
+        .await
+        .map_err(|e| StoreError::Io { path: path.display().to_string(), source: io::Error::other(e) })??;
     match body_error {
         Some(e) => Err(StoreError::Body(e)),
         None => Ok(hasher),
@@ -228,7 +230,13 @@ impl FsStore {
     }
 
     /// The hasher for a session's bytes so far, from the cache or by re-reading the file.
-    async fn hasher_for(&self, slot: &mut Option<Digester>, id: &UploadId, size: u64, algo: Algorithm) -> Result<Digester, StoreError> {
+    async fn hasher_for(
+        &self,
+        slot: &mut Option<Digester>,
+        id: &UploadId,
+        size: u64,
+        algo: Algorithm,
+    ) -> Result<Digester, StoreError> {
         match slot.take() {
             Some(h) if h.len() == size && h.algorithm() == algo => Ok(h),
             _ => {
@@ -239,7 +247,9 @@ impl FsStore {
     }
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, StoreError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| StoreError::Io { path: "<blocking task>".into(), source: io::Error::other(e) })?
@@ -429,8 +439,8 @@ impl ContentStore for FsStore {
                 continue;
             }
             if let Some(raw) = read_opt(&p)? {
-                let d: Descriptor =
-                    serde_json::from_slice(&raw).map_err(|e| StoreError::Corrupt(p.display().to_string(), e.to_string()))?;
+                let d: Descriptor = serde_json::from_slice(&raw)
+                    .map_err(|e| StoreError::Corrupt(p.display().to_string(), e.to_string()))?;
                 out.push(d);
             }
         }
@@ -442,7 +452,10 @@ impl ContentStore for FsStore {
         let path = self.layout.tag(repo, tag);
         let Some(raw) = read_opt(&path)? else { return Ok(None) };
         let s = String::from_utf8_lossy(&raw);
-        s.trim().parse().map(Some).map_err(|e: oci::DigestError| StoreError::Corrupt(path.display().to_string(), e.to_string()))
+        s.trim()
+            .parse()
+            .map(Some)
+            .map_err(|e: oci::DigestError| StoreError::Corrupt(path.display().to_string(), e.to_string()))
     }
 
     async fn tag_put(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), StoreError> {
@@ -453,7 +466,12 @@ impl ContentStore for FsStore {
         remove_opt(&self.layout.tag(repo, tag))
     }
 
-    async fn tag_list(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Page<Tag>>, StoreError> {
+    async fn tag_list(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page<Tag>>, StoreError> {
         let repo_dir = self.layout.repo(repo);
         if !repo_dir.join("_manifests").is_dir() && !repo_dir.join("_tags").is_dir() {
             return Ok(None);
@@ -535,7 +553,8 @@ mod tests {
     async fn chunked_upload_resumes_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let repo: RepoName = "a/b".parse().unwrap();
-        let one = |b: &'static [u8]| -> ByteStream { Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b))])) };
+        let one =
+            |b: &'static [u8]| -> ByteStream { Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b))])) };
         let id = {
             let store = FsStore::open(dir.path()).unwrap();
             let id = store.upload_start(&repo).await.unwrap();

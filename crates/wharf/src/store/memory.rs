@@ -113,8 +113,10 @@ impl ContentStore for MemoryStore {
     }
 
     async fn upload_state(&self, id: &UploadId) -> Result<UploadState, StoreError> {
-        self.with(|i| i.uploads.get(id.as_str()).map(|(repo, b)| UploadState { repo: repo.clone(), size: b.len() as u64 }))
-            .ok_or_else(|| StoreError::UploadUnknown(id.as_str().to_owned()))
+        self.with(|i| {
+            i.uploads.get(id.as_str()).map(|(repo, b)| UploadState { repo: repo.clone(), size: b.len() as u64 })
+        })
+        .ok_or_else(|| StoreError::UploadUnknown(id.as_str().to_owned()))
     }
 
     async fn upload_append(&self, id: &UploadId, offset: u64, body: ByteStream) -> Result<u64, StoreError> {
@@ -134,8 +136,9 @@ impl ContentStore for MemoryStore {
     }
 
     async fn upload_finish(&self, id: &UploadId, expected: &Digest) -> Result<BlobMeta, StoreError> {
-        let (_, bytes) =
-            self.with(|i| i.uploads.remove(id.as_str())).ok_or_else(|| StoreError::UploadUnknown(id.as_str().to_owned()))?;
+        let (_, bytes) = self
+            .with(|i| i.uploads.remove(id.as_str()))
+            .ok_or_else(|| StoreError::UploadUnknown(id.as_str().to_owned()))?;
         let meta = verify(expected, None, &bytes)?;
         self.with(|i| i.blobs.insert(expected.clone(), bytes.freeze()));
         Ok(meta)
@@ -202,7 +205,12 @@ impl ContentStore for MemoryStore {
         Ok(self.with(|i| i.repos.get_mut(repo.as_str()).is_some_and(|r| r.tags.remove(tag.as_str()).is_some())))
     }
 
-    async fn tag_list(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Page<Tag>>, StoreError> {
+    async fn tag_list(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page<Tag>>, StoreError> {
         Ok(self.with(|i| {
             let r = i.repos.get(repo.as_str()).filter(|r| !r.manifests.is_empty() || !r.tags.is_empty())?;
             Some(
@@ -220,7 +228,9 @@ impl ContentStore for MemoryStore {
         Ok(self.with(|i| {
             i.repos
                 .iter()
-                .filter(|(n, r)| after.is_none_or(|a| n.as_str() > a) && (!r.manifests.is_empty() || !r.tags.is_empty()))
+                .filter(|(n, r)| {
+                    after.is_none_or(|a| n.as_str() > a) && (!r.manifests.is_empty() || !r.tags.is_empty())
+                })
                 .take(limit)
                 .filter_map(|(n, _)| n.parse().ok())
                 .collect()

@@ -83,7 +83,8 @@ impl UploadId {
 
     /// Parse an id from a URL; only ids of our own shape are accepted, so they are safe as path components.
     pub fn parse(s: &str) -> Option<UploadId> {
-        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())).then(|| UploadId(s.to_owned()))
+        (s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| UploadId(s.to_owned()))
     }
 
     /// The id as a string.
@@ -219,7 +220,12 @@ pub trait ContentStore: Send + Sync + 'static {
     /// Remove a tag; returns whether it existed.
     async fn tag_delete(&self, repo: &RepoName, tag: &Tag) -> Result<bool, StoreError>;
     /// Tags in lexical order after `after`, at most `limit`. `None` when the repository has no content at all.
-    async fn tag_list(&self, repo: &RepoName, after: Option<&str>, limit: usize) -> Result<Option<Page<Tag>>, StoreError>;
+    async fn tag_list(
+        &self,
+        repo: &RepoName,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Page<Tag>>, StoreError>;
     /// Repositories in lexical order after `after`, at most `limit`.
     async fn repo_list(&self, after: Option<&str>, limit: usize) -> Result<Page<RepoName>, StoreError>;
 }

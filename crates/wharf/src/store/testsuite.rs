@@ -84,7 +84,8 @@ async fn blobs(s: Arc<dyn ContentStore>) {
 async fn large_blob_round_trip(s: Arc<dyn ContentStore>) {
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let d = Digest::sha256_of(&data);
-    let chunks: Vec<Result<Bytes, std::io::Error>> = data.chunks(70_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        data.chunks(70_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     s.blob_put(&d, Some(data.len() as u64), Box::pin(futures_util::stream::iter(chunks))).await.unwrap();
     let r = s.blob_open(&d, None).await.unwrap().unwrap();
     assert_eq!(read_all(r.body).await, data);

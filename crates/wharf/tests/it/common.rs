@@ -1,0 +1,186 @@
+//! Test fixtures: a real `wharf serve` process on an OS-picked loopback port, and a small HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use oci::Digest;
+use reqwest::{Method, StatusCode};
+
+/// A running `wharf serve`; killed when dropped (and, via PDEATHSIG, when the test process dies).
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub addr: String,
+    _dir: Option<tempfile::TempDir>,
+    pub data_dir: PathBuf,
+}
+
+pub fn wharf_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_wharf")
+}
+
+/// Make the child die with the test thread that started it, so no server outlives its test.
+#[allow(unsafe_code)]
+pub fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+impl Server {
+    /// Start with a fresh temp data dir.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let mut s = Server::start_with(&data, &[]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// Start on `data_dir` with extra arguments after `serve`.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(wharf_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .env_remove("WHARF_CONFIG")
+            .env_remove("WHARF_LISTEN")
+            .env_remove("WHARF_DATA_DIR")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().expect("start wharf");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("wharf listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Server { child, url: format!("http://{addr}"), addr, _dir: None, data_dir: data_dir.to_owned() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident set size of the server so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .unwrap()
+            .trim()
+            .trim_end_matches(" kB")
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn client(&self) -> Client {
+        Client { base: self.url.clone(), http: reqwest::Client::new() }
+    }
+
+    /// Send SIGTERM and wait: graceful shutdown must end the process on its own.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        unsafe_kill(self.child.id(), libc::SIGTERM);
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_kill(pid: u32, sig: i32) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe {
+        libc::kill(pid as i32, sig);
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Thin HTTP helper over reqwest for registry calls.
+#[derive(Clone)]
+pub struct Client {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The first OCI error code of an error body.
+    pub fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error code in {:?}", self.body))
+            .to_owned()
+    }
+}
+
+impl Client {
+    pub async fn req(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Option<Vec<u8>>) -> Resp {
+        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.body(b);
+        }
+        let r = rb.send().await.unwrap();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let body = r.bytes().await.unwrap();
+        Resp { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.req(Method::GET, path, &[], None).await
+    }
+
+    /// Monolithic blob push; returns the digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let d = Digest::sha256_of(bytes);
+        let r =
+            self.req(Method::POST, &format!("/v2/{repo}/blobs/uploads/?digest={d}"), &[], Some(bytes.to_vec())).await;
+        assert_eq!(r.status, StatusCode::CREATED, "push blob: {:?}", r.body);
+        d
+    }
+
+    pub async fn push_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: &[u8]) -> Resp {
+        self.req(
+            Method::PUT,
+            &format!("/v2/{repo}/manifests/{reference}"),
+            &[("content-type", media_type)],
+            Some(bytes.to_vec()),
+        )
+        .await
+    }
+}

@@ -1,0 +1,11 @@
+//! Wharf's one integration-test binary: every test starts the real `wharf` binary on a loopback port with
+//! its own temp data dir and talks to it over HTTP (or through a real third-party client).
+
+mod cli;
+mod common;
+mod errors;
+mod images;
+mod layering;
+mod registry;
+mod skopeo;
+mod streaming;

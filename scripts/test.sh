@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs Wharf's whole test suite on a fresh Debian/Ubuntu machine, installing what the tests need first:
+# the third-party clients the integration tests drive (skopeo). Needs root or sudo for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "==> installing test dependencies: ${packages[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo test --workspace --locked
