@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Runs Wharf's whole test suite on a fresh Debian/Ubuntu machine, installing what the tests need first:
-# the third-party clients the integration tests drive (skopeo). Needs root or sudo for apt-get.
+# the third-party clients and servers the integration tests drive (skopeo, docker-registry, containerd + ctr).
+# Needs root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=()
 command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
+command -v docker-registry >/dev/null 2>&1 || packages+=(docker-registry)
+{ command -v containerd && command -v ctr; } >/dev/null 2>&1 || packages+=(containerd)
 if [ ${#packages[@]} -gt 0 ]; then
   echo "==> installing test dependencies: ${packages[*]}"
   sudo=""

@@ -34,6 +34,9 @@ pub enum ErrorCode {
     Unsupported,
     /// Too many requests.
     TooManyRequests,
+    /// Not in the spec: a mirror could not reach its upstream and has nothing cached (HTTP 503), so clients
+    /// that have other hosts configured move on to them.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -54,6 +57,7 @@ impl ErrorCode {
             ErrorCode::Denied => "DENIED",
             ErrorCode::Unsupported => "UNSUPPORTED",
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
+            ErrorCode::Unavailable => "UNAVAILABLE",
         }
     }
 
@@ -68,6 +72,7 @@ impl ErrorCode {
             ErrorCode::Denied => 403,
             ErrorCode::Unsupported => 405,
             ErrorCode::TooManyRequests => 429,
+            ErrorCode::Unavailable => 503,
             _ => 400,
         }
     }
@@ -93,6 +98,7 @@ const ALL: &[ErrorCode] = &[
     ErrorCode::Denied,
     ErrorCode::Unsupported,
     ErrorCode::TooManyRequests,
+    ErrorCode::Unavailable,
 ];
 
 /// `{"errors": [...]}` as the spec defines it.

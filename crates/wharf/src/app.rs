@@ -5,9 +5,22 @@ use std::sync::Arc;
 
 use crate::api::{self, AppState};
 use crate::config::Settings;
+use crate::mirror::Mirror;
+use crate::policy::routing::Router;
 use crate::service::Registry;
 use crate::store::fs::FsStore;
-use crate::store::StoreError;
+use crate::store::{ContentStore, StoreError};
+
+/// Why the application could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An upstream client could not be built (e.g. unreadable CA file).
+    #[error("{0}")]
+    Mirror(String),
+}
 
 /// A running-ready application.
 pub struct App {
@@ -17,10 +30,22 @@ pub struct App {
 
 impl App {
     /// Open the store and wire the services.
-    pub fn build(settings: Settings) -> Result<App, StoreError> {
-        let store = Arc::new(FsStore::open(&settings.data_dir)?);
-        let registry = Registry::new(store);
-        Ok(App { state: Arc::new(AppState { registry }), settings })
+    pub fn build(settings: Settings) -> Result<App, AppError> {
+        let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(&settings.data_dir)?);
+        let upstreams = &settings.config.upstreams;
+        let registry = if upstreams.is_empty() {
+            Registry::new(store)
+        } else {
+            let mirror =
+                Mirror::new(store.clone(), upstreams, settings.data_dir.join("spool")).map_err(AppError::Mirror)?;
+            let names = upstreams.iter().map(|u| u.name.clone()).collect();
+            let router = Router::new(names, upstreams.iter().position(|u| u.default));
+            for u in upstreams {
+                tracing::info!(upstream = %u.name, url = %u.url, default = u.default, "mirroring");
+            }
+            Registry::with_mirror(store, mirror, router)
+        };
+        Ok(App { state: Arc::new(AppState { registry, metrics: Default::default() }), settings })
     }
 
     /// Bind the listener; returns the bound address (useful with port 0) and a future that serves until

@@ -8,10 +8,17 @@ use super::headers::{self, CONTENT_DIGEST};
 use super::{respond, ApiResult};
 use crate::service::Registry;
 
-pub async fn get(reg: &Registry, repo: &RepoName, digest: &Digest, head: bool, h: &HeaderMap) -> ApiResult {
+pub async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    ns: Option<&str>,
+    digest: &Digest,
+    head: bool,
+    h: &HeaderMap,
+) -> ApiResult {
     let d = digest.to_string();
     if head {
-        let meta = reg.blob_stat(repo, digest).await?;
+        let meta = reg.blob_stat(repo, ns, digest).await?;
         let hdrs = [
             ("content-type", "application/octet-stream".to_owned()),
             ("content-length", meta.size.to_string()),
@@ -21,7 +28,7 @@ pub async fn get(reg: &Registry, repo: &RepoName, digest: &Digest, head: bool, h
         ];
         return Ok(respond(200, &hdrs, Body::empty()));
     }
-    let reader = reg.blob_open(repo, digest, headers::range(h)?).await?;
+    let reader = reg.blob_open(repo, ns, digest, headers::range(h)?).await?;
     let size = reader.meta.size;
     let mut hdrs = vec![
         ("content-type", "application/octet-stream".to_owned()),
@@ -43,7 +50,7 @@ pub async fn get(reg: &Registry, repo: &RepoName, digest: &Digest, head: bool, h
     Ok(respond(status, &hdrs, Body::from_stream(reader.body)))
 }
 
-pub async fn delete(reg: &Registry, repo: &RepoName, digest: &Digest) -> ApiResult {
-    reg.blob_delete(repo, digest).await?;
+pub async fn delete(reg: &Registry, repo: &RepoName, ns: Option<&str>, digest: &Digest) -> ApiResult {
+    reg.blob_delete(repo, ns, digest).await?;
     Ok(respond(202, &[], Body::empty()))
 }

@@ -55,6 +55,12 @@ impl From<Error> for ApiError {
             Error::ManifestBlobUnknown(_) => ApiError::new(ErrorCode::ManifestBlobUnknown, msg),
             Error::ManifestTooLarge => ApiError::new(ErrorCode::SizeInvalid, msg).status(413),
             Error::DigestInvalid(_) => ApiError::new(ErrorCode::DigestInvalid, msg),
+            Error::NameInvalid(_) => ApiError::new(ErrorCode::NameInvalid, msg),
+            Error::Denied(_) => ApiError::new(ErrorCode::Denied, msg),
+            Error::Upstream { error: crate::upstream::UpstreamError::Denied { .. }, .. } => {
+                ApiError::new(ErrorCode::Unavailable, msg).status(502)
+            }
+            Error::Upstream { .. } => ApiError::new(ErrorCode::Unavailable, msg),
             Error::RangeNotSatisfiable { size } => ApiError::new(ErrorCode::SizeInvalid, msg)
                 .status(416)
                 .header(axum::http::header::CONTENT_RANGE, format!("bytes */{size}")),

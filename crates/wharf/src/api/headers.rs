@@ -14,6 +14,8 @@ pub const CONTENT_DIGEST: &str = "docker-content-digest";
 pub const UPLOAD_UUID: &str = "docker-upload-uuid";
 /// Echo of a pushed manifest's subject (OCI 1.1).
 pub const OCI_SUBJECT: &str = "oci-subject";
+/// The `ns` a mirrored request was scoped to (distribution spec, "Registry Proxying").
+pub const OCI_NAMESPACE: &str = "oci-namespace";
 /// Which filters a referrers response applied.
 pub const OCI_FILTERS_APPLIED: &str = "oci-filters-applied";
 

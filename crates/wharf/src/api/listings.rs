@@ -22,9 +22,15 @@ fn json_response(
     respond(200, &hdrs, Body::from(serde_json::to_vec(&value).expect("json serialises")))
 }
 
-pub async fn tags(reg: &Registry, repo: &RepoName, n: Option<usize>, last: Option<String>) -> ApiResult {
+pub async fn tags(
+    reg: &Registry,
+    repo: &RepoName,
+    ns: Option<&str>,
+    n: Option<usize>,
+    last: Option<String>,
+) -> ApiResult {
     let limit = n.unwrap_or(usize::MAX);
-    let (tags, more) = reg.tag_list(repo, last.as_deref(), limit).await?;
+    let (tags, more) = reg.tag_list(repo, ns, last.as_deref(), limit).await?;
     let mut hdrs = Vec::new();
     if let (true, Some(t)) = (more && limit > 0, tags.last()) {
         hdrs.push(("link", link(&format!("/v2/{repo}/tags/list"), limit, t.as_str())));
@@ -45,10 +51,11 @@ pub async fn catalog(reg: &Registry, n: Option<usize>, last: Option<String>) -> 
 pub async fn referrers(
     reg: &Registry,
     repo: &RepoName,
+    ns: Option<&str>,
     digest: &Digest,
     artifact_type: Option<MediaType>,
 ) -> ApiResult {
-    let list = reg.referrers(repo, digest, artifact_type.as_ref()).await?;
+    let list = reg.referrers(repo, ns, digest, artifact_type.as_ref()).await?;
     let mut hdrs = Vec::new();
     if artifact_type.is_some() {
         hdrs.push((OCI_FILTERS_APPLIED, "artifactType".to_owned()));

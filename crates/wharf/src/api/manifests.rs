@@ -10,8 +10,16 @@ use super::headers::{self, CONTENT_DIGEST, OCI_SUBJECT};
 use super::{respond, ApiResult};
 use crate::service::{Registry, MAX_MANIFEST_BYTES};
 
-pub async fn get(reg: &Registry, repo: &RepoName, reference: &RefSpec, head: bool, h: &HeaderMap) -> ApiResult {
-    let (digest, m) = reg.manifest_get(repo, reference).await?;
+pub async fn get(
+    reg: &Registry,
+    repo: &RepoName,
+    ns: Option<&str>,
+    reference: &RefSpec,
+    head: bool,
+    h: &HeaderMap,
+) -> ApiResult {
+    let answer = reg.manifest_get(repo, ns, reference).await?;
+    let (digest, m) = (answer.digest, answer.manifest);
     if !headers::accepts(h, &m.media_type) {
         return Err(ApiError::new(
             ErrorCode::ManifestUnknown,
@@ -19,20 +27,31 @@ pub async fn get(reg: &Registry, repo: &RepoName, reference: &RefSpec, head: boo
         ));
     }
     let digest = digest.to_string();
-    let hdrs = [
+    let mut hdrs = vec![
         ("content-type", m.media_type.as_str().to_owned()),
         ("content-length", m.bytes.len().to_string()),
         (CONTENT_DIGEST, digest.clone()),
         ("etag", format!("\"{digest}\"")),
     ];
+    if let Some(w) = answer.warning {
+        // RFC 7234 warn-code 299, warn-agent "-", no date, as the distribution spec requires.
+        hdrs.push(("warning", format!("299 - \"{}\"", w.replace(['"', '\\'], "'"))));
+    }
     let body = if head { Body::empty() } else { Body::from(m.bytes) };
     Ok(respond(200, &hdrs, body))
 }
 
-pub async fn put(reg: &Registry, repo: &RepoName, reference: &RefSpec, h: &HeaderMap, body: Body) -> ApiResult {
+pub async fn put(
+    reg: &Registry,
+    repo: &RepoName,
+    ns: Option<&str>,
+    reference: &RefSpec,
+    h: &HeaderMap,
+    body: Body,
+) -> ApiResult {
     let content_type = headers::content_type(h);
     let bytes = read_limited(body, headers::content_length(h)).await?;
-    let out = reg.manifest_put(repo, reference, content_type.as_ref(), bytes).await?;
+    let out = reg.manifest_put(repo, ns, reference, content_type.as_ref(), bytes).await?;
     let mut hdrs =
         vec![("location", format!("/v2/{repo}/manifests/{}", out.digest)), (CONTENT_DIGEST, out.digest.to_string())];
     if let Some(s) = out.subject {
@@ -41,8 +60,8 @@ pub async fn put(reg: &Registry, repo: &RepoName, reference: &RefSpec, h: &Heade
     Ok(respond(201, &hdrs, Body::empty()))
 }
 
-pub async fn delete(reg: &Registry, repo: &RepoName, reference: &RefSpec) -> ApiResult {
-    reg.manifest_delete(repo, reference).await?;
+pub async fn delete(reg: &Registry, repo: &RepoName, ns: Option<&str>, reference: &RefSpec) -> ApiResult {
+    reg.manifest_delete(repo, ns, reference).await?;
     Ok(respond(202, &[], Body::empty()))
 }
 

@@ -32,6 +32,8 @@ use crate::store::ByteStream;
 pub struct AppState {
     /// The registry service.
     pub registry: Registry,
+    /// Request counters.
+    pub metrics: crate::metrics::Metrics,
 }
 
 /// The registry's router: `/v2/` and everything below it go to [`dispatch`].
@@ -40,6 +42,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2", any(dispatch))
         .route("/v2/", any(dispatch))
         .route("/v2/{*rest}", any(dispatch))
+        .route("/_wharf/mirror", axum::routing::get(mirror_status))
+        .route("/metrics", axum::routing::get(metrics))
         .fallback(|| async { ApiError::new(oci::ErrorCode::Unsupported, "not a registry API path").status(404) })
         .layer(middleware::from_fn(access_log))
         .with_state(state)
@@ -74,26 +78,58 @@ async fn dispatch(State(app): State<Arc<AppState>>, req: Request) -> Response {
         Err(e) => return e.into_response(),
     };
     let h = &parts.headers;
+    let ns = parts.uri.query().and_then(query_ns);
+    let ns = ns.as_deref();
     let reg = &app.registry;
+    let name = endpoint.name();
     let result = match endpoint {
         Endpoint::Base => Ok(base()),
         Endpoint::Catalog { n, last } => listings::catalog(reg, n, last).await,
-        Endpoint::TagsList { repo, n, last } => listings::tags(reg, &repo, n, last).await,
+        Endpoint::TagsList { repo, n, last } => listings::tags(reg, &repo, ns, n, last).await,
         Endpoint::Referrers { repo, digest, artifact_type } => {
-            listings::referrers(reg, &repo, &digest, artifact_type).await
+            listings::referrers(reg, &repo, ns, &digest, artifact_type).await
         }
-        Endpoint::ManifestGet { repo, reference, head } => manifests::get(reg, &repo, &reference, head, h).await,
-        Endpoint::ManifestPut { repo, reference } => manifests::put(reg, &repo, &reference, h, body).await,
-        Endpoint::ManifestDelete { repo, reference } => manifests::delete(reg, &repo, &reference).await,
-        Endpoint::BlobGet { repo, digest, head } => blobs::get(reg, &repo, &digest, head, h).await,
-        Endpoint::BlobDelete { repo, digest } => blobs::delete(reg, &repo, &digest).await,
-        Endpoint::UploadStart { repo, digest, mount } => uploads::start(reg, &repo, digest, mount, h, body).await,
+        Endpoint::ManifestGet { repo, reference, head } => manifests::get(reg, &repo, ns, &reference, head, h).await,
+        Endpoint::ManifestPut { repo, reference } => manifests::put(reg, &repo, ns, &reference, h, body).await,
+        Endpoint::ManifestDelete { repo, reference } => manifests::delete(reg, &repo, ns, &reference).await,
+        Endpoint::BlobGet { repo, digest, head } => blobs::get(reg, &repo, ns, &digest, head, h).await,
+        Endpoint::BlobDelete { repo, digest } => blobs::delete(reg, &repo, ns, &digest).await,
+        Endpoint::UploadStart { repo, digest, mount } => uploads::start(reg, &repo, ns, digest, mount, h, body).await,
         Endpoint::UploadStatus { repo, id } => uploads::status(reg, &repo, &id).await,
         Endpoint::UploadPatch { repo, id } => uploads::patch(reg, &repo, &id, h, body).await,
         Endpoint::UploadFinish { repo, id, digest } => uploads::finish(reg, &repo, &id, &digest, h, body).await,
         Endpoint::UploadCancel { repo, id } => uploads::cancel(reg, &repo, &id).await,
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    let mut resp = result.unwrap_or_else(IntoResponse::into_response);
+    app.metrics.record(name, resp.status().as_u16());
+    if let Some(ns) = ns.filter(|ns| reg.serves_namespace(ns)) {
+        if let Ok(v) = HeaderValue::from_str(ns) {
+            resp.headers_mut().insert(headers::OCI_NAMESPACE, v);
+        }
+    }
+    resp
+}
+
+/// The `ns` query parameter containerd adds when it uses a mirror (the client's registry host).
+fn query_ns(query: &str) -> Option<String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+        .ok()?
+        .into_iter()
+        .find(|(k, v)| k == "ns" && !v.is_empty())
+        .map(|(_, v)| v)
+}
+
+/// `GET /metrics`: Prometheus text.
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    let status = app.registry.mirror().map(|m| m.status()).unwrap_or_default();
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render(&status)).into_response()
+}
+
+/// `GET /_wharf/mirror`: per-upstream health and cache counters.
+async fn mirror_status(State(app): State<Arc<AppState>>) -> Response {
+    let status = app.registry.mirror().map(|m| m.status()).unwrap_or_default();
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "upstreams": status })).expect("status serialises");
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 fn base() -> Response {

@@ -31,6 +31,7 @@ fn created(repo: &RepoName, meta: &BlobMeta) -> axum::response::Response {
 pub async fn start(
     reg: &Registry,
     repo: &RepoName,
+    ns: Option<&str>,
     digest: Option<Digest>,
     mount: Option<(Digest, Option<RepoName>)>,
     h: &HeaderMap,
@@ -38,7 +39,7 @@ pub async fn start(
 ) -> ApiResult {
     let size = headers::content_length(h);
     let monolithic = digest.map(|d| (d, size, body_stream(body)));
-    match reg.upload_start(repo, monolithic, mount).await? {
+    match reg.upload_start(repo, ns, monolithic, mount).await? {
         BlobStart::Created(meta) => Ok(created(repo, &meta)),
         BlobStart::Session(id) => {
             Ok(respond(202, &session_headers(repo, &id, UploadProgress { size: 0 }), Body::empty()))

@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod upstream;
+
+use self::upstream::UpstreamConfig;
+
 /// Address `wharf serve` listens on when nothing else is configured.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 /// Data directory used when nothing else is configured (relative to the working directory).
@@ -23,6 +27,24 @@ pub struct Config {
     /// Where content is stored.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Registries to mirror (`[[upstream]]` tables).
+    #[serde(default, rename = "upstream")]
+    pub upstreams: Vec<UpstreamConfig>,
+}
+
+/// One problem found by [`Config::validate`], with the key it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// Dotted key path, e.g. `upstream[0].url`.
+    pub key: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.reason)
+    }
 }
 
 /// `[server]`
@@ -60,6 +82,14 @@ pub enum ConfigError {
         /// The parser's explanation, including the key and position.
         reason: String,
     },
+    /// The file parsed but has invalid values; every problem is listed.
+    #[error("config file {file}: {}", issues.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// Every problem found.
+        issues: Vec<ConfigIssue>,
+    },
     /// A value from the environment or command line is invalid.
     #[error("{source_name}: {reason}")]
     Value {
@@ -81,7 +111,34 @@ impl Config {
     pub fn load(file: &Path) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(file).map_err(|source| ConfigError::Read { file: file.to_owned(), source })?;
-        Config::parse(&text, file)
+        let config = Config::parse(&text, file)?;
+        let issues = config.validate();
+        if issues.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { file: file.to_owned(), issues })
+        }
+    }
+
+    /// Every semantic problem (the parser already rejected unknown keys and wrong types).
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        for (i, u) in self.upstreams.iter().enumerate() {
+            out.extend(u.issues(&format!("upstream[{i}]")));
+            if self.upstreams[..i].iter().any(|o| o.name == u.name) {
+                out.push(ConfigIssue {
+                    key: format!("upstream[{i}].name"),
+                    reason: format!("{:?} is configured twice", u.name),
+                });
+            }
+        }
+        if self.upstreams.iter().filter(|u| u.default).count() > 1 {
+            out.push(ConfigIssue {
+                key: "upstream[].default".into(),
+                reason: "only one upstream can be the default".into(),
+            });
+        }
+        out
     }
 }
 
@@ -142,6 +199,17 @@ mod tests {
         assert!(e.contains("w.toml") && e.contains("listen"), "{e}");
         let e = Config::parse("[strage]\n", Path::new("w.toml")).unwrap_err().to_string();
         assert!(e.contains("strage"), "{e}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let text = "[[upstream]]\nname = \"Docker.io\"\nurl = \"ftp://x\"\nimmutable_tags = [\"re:(\"]\n\n[[upstream]]\nname = \"a.io\"\nurl = \"https://a.io\"\ndefault = true\npassword = \"x\"\n";
+        let c = Config::parse(text, Path::new("f")).unwrap();
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(
+            keys,
+            ["upstream[0].name", "upstream[0].url", "upstream[0].immutable_tags[0]", "upstream[1].username"]
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use oci::{Digest, RepoName};
 
 use super::{Error, Registry, Result};
+use crate::mirror::MirrorBlob;
+use crate::policy::routing::{MirrorRoute, Route};
 use crate::store::{BlobMeta, BlobReader, ByteRange, ByteStream, StoreError, UploadId};
 
 /// How `POST /blobs/uploads/` ended.
@@ -60,8 +62,19 @@ impl RangeRequest {
 }
 
 impl Registry {
-    /// A blob's metadata, if it is visible in the repository.
-    pub async fn blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<BlobMeta> {
+    /// A blob's metadata, if it is visible in the repository (asking the upstream for mirrored ones).
+    pub async fn blob_stat(&self, repo: &RepoName, ns: Option<&str>, digest: &Digest) -> Result<BlobMeta> {
+        match self.route(repo, ns)? {
+            Route::Hosted(r) => self.hosted_blob_stat(&r, digest).await,
+            Route::Mirror(m) => self.mirrored_blob_stat(&m, digest).await,
+            Route::HostedOrMirror(r, m) => match self.hosted_blob_stat(&r, digest).await {
+                Err(Error::BlobUnknown { .. }) => self.mirrored_blob_stat(&m, digest).await,
+                other => other,
+            },
+        }
+    }
+
+    async fn hosted_blob_stat(&self, repo: &RepoName, digest: &Digest) -> Result<BlobMeta> {
         let unknown = || Error::BlobUnknown { repo: repo.clone(), digest: digest.clone() };
         if !self.store.blob_linked(repo, digest).await? {
             return Err(unknown());
@@ -69,9 +82,41 @@ impl Registry {
         self.store.blob_stat(digest).await?.ok_or_else(unknown)
     }
 
-    /// Open a blob visible in the repository, optionally a range of it.
-    pub async fn blob_open(&self, repo: &RepoName, digest: &Digest, range: Option<RangeRequest>) -> Result<BlobReader> {
-        let meta = self.blob_stat(repo, digest).await?;
+    async fn mirrored_blob_stat(&self, m: &MirrorRoute, digest: &Digest) -> Result<BlobMeta> {
+        let mirror = self.mirror.as_ref().expect("mirror routes exist only with a mirror");
+        match mirror.blob(m, digest, true, false).await? {
+            Some(MirrorBlob::Head { size }) => Ok(BlobMeta { digest: digest.clone(), size }),
+            Some(_) => self.hosted_blob_stat(&m.local, digest).await,
+            None => Err(Error::BlobUnknown { repo: m.local.clone(), digest: digest.clone() }),
+        }
+    }
+
+    /// Open a blob visible in the repository, optionally a range of it; mirrored blobs stream from the upstream
+    /// on a miss.
+    pub async fn blob_open(
+        &self,
+        repo: &RepoName,
+        ns: Option<&str>,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobReader> {
+        match self.route(repo, ns)? {
+            Route::Hosted(r) => self.hosted_blob_open(&r, digest, range).await,
+            Route::Mirror(m) => self.mirrored_blob_open(&m, digest, range).await,
+            Route::HostedOrMirror(r, m) => match self.hosted_blob_open(&r, digest, range).await {
+                Err(Error::BlobUnknown { .. }) => self.mirrored_blob_open(&m, digest, range).await,
+                other => other,
+            },
+        }
+    }
+
+    async fn hosted_blob_open(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobReader> {
+        let meta = self.hosted_blob_stat(repo, digest).await?;
         let range = range.map(|r| r.resolve(meta.size)).transpose()?;
         self.store
             .blob_open(digest, range)
@@ -79,8 +124,25 @@ impl Registry {
             .ok_or_else(|| Error::BlobUnknown { repo: repo.clone(), digest: digest.clone() })
     }
 
+    async fn mirrored_blob_open(
+        &self,
+        m: &MirrorRoute,
+        digest: &Digest,
+        range: Option<RangeRequest>,
+    ) -> Result<BlobReader> {
+        let mirror = self.mirror.as_ref().expect("mirror routes exist only with a mirror");
+        match mirror.blob(m, digest, false, range.is_some()).await? {
+            Some(MirrorBlob::Streaming { size, body }) => {
+                Ok(BlobReader { meta: BlobMeta { digest: digest.clone(), size }, range: None, body })
+            }
+            Some(_) => self.hosted_blob_open(&m.local, digest, range).await,
+            None => Err(Error::BlobUnknown { repo: m.local.clone(), digest: digest.clone() }),
+        }
+    }
+
     /// Remove a blob from a repository (the shared bytes stay until garbage collection).
-    pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+    pub async fn blob_delete(&self, repo: &RepoName, ns: Option<&str>, digest: &Digest) -> Result<()> {
+        let repo = &self.writable(repo, ns)?;
         if self.store.blob_unlink(repo, digest).await? {
             Ok(())
         } else {
@@ -93,9 +155,11 @@ impl Registry {
     pub async fn upload_start(
         &self,
         repo: &RepoName,
+        ns: Option<&str>,
         monolithic: Option<(Digest, Option<u64>, ByteStream)>,
         mount: Option<(Digest, Option<RepoName>)>,
     ) -> Result<BlobStart> {
+        let repo = &self.writable(repo, ns)?;
         if let Some((digest, from)) = mount {
             let mountable = match &from {
                 Some(from) => self.store.blob_linked(from, &digest).await?,

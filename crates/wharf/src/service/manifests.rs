@@ -4,7 +4,19 @@ use bytes::Bytes;
 use oci::{Descriptor, Digest, Manifest, MediaType, RefSpec, RepoName, Tag};
 
 use super::{Error, Registry, Result};
+use crate::policy::routing::{MirrorRoute, Route};
 use crate::store::StoredManifest;
+
+/// A manifest read: what to serve and whether it is a stale cached copy.
+#[derive(Debug)]
+pub struct ManifestAnswer {
+    /// Digest of the bytes.
+    pub digest: Digest,
+    /// Exact bytes and media type.
+    pub manifest: StoredManifest,
+    /// A `Warning` for the client when a cached copy is served because the upstream failed.
+    pub warning: Option<String>,
+}
 
 /// What a successful manifest push produced.
 #[derive(Debug)]
@@ -16,8 +28,29 @@ pub struct PutOutcome {
 }
 
 impl Registry {
-    /// Resolve a tag or digest to the stored manifest.
-    pub async fn manifest_get(&self, repo: &RepoName, reference: &RefSpec) -> Result<(Digest, StoredManifest)> {
+    /// Resolve a tag or digest, from the store or through the mirror.
+    pub async fn manifest_get(&self, repo: &RepoName, ns: Option<&str>, reference: &RefSpec) -> Result<ManifestAnswer> {
+        let hosted = |(digest, manifest)| ManifestAnswer { digest, manifest, warning: None };
+        match self.route(repo, ns)? {
+            Route::Hosted(r) => self.hosted_manifest(&r, reference).await.map(hosted),
+            Route::Mirror(m) => self.mirrored_manifest(&m, reference).await,
+            Route::HostedOrMirror(r, m) => match self.hosted_manifest(&r, reference).await {
+                Err(Error::ManifestUnknown { .. }) => self.mirrored_manifest(&m, reference).await,
+                other => other.map(hosted),
+            },
+        }
+    }
+
+    async fn mirrored_manifest(&self, m: &MirrorRoute, reference: &RefSpec) -> Result<ManifestAnswer> {
+        let mirror = self.mirror.as_ref().expect("mirror routes exist only with a mirror");
+        match mirror.manifest(m, reference).await? {
+            Some(a) => Ok(ManifestAnswer { digest: a.digest, manifest: a.manifest, warning: a.warning }),
+            None => Err(Error::ManifestUnknown { repo: m.local.clone(), reference: reference.to_string() }),
+        }
+    }
+
+    /// Resolve a tag or digest to the stored manifest of a hosted repository.
+    pub async fn hosted_manifest(&self, repo: &RepoName, reference: &RefSpec) -> Result<(Digest, StoredManifest)> {
         let unknown = || Error::ManifestUnknown { repo: repo.clone(), reference: reference.to_string() };
         let digest = match reference {
             RefSpec::Digest(d) => d.clone(),
@@ -31,10 +64,12 @@ impl Registry {
     pub async fn manifest_put(
         &self,
         repo: &RepoName,
+        ns: Option<&str>,
         reference: &RefSpec,
         content_type: Option<&MediaType>,
         bytes: Bytes,
     ) -> Result<PutOutcome> {
+        let repo = &self.writable(repo, ns)?;
         if bytes.len() > super::MAX_MANIFEST_BYTES {
             return Err(Error::ManifestTooLarge);
         }
@@ -84,7 +119,8 @@ impl Registry {
     }
 
     /// Delete a manifest by digest, or untag by tag.
-    pub async fn manifest_delete(&self, repo: &RepoName, reference: &RefSpec) -> Result<()> {
+    pub async fn manifest_delete(&self, repo: &RepoName, ns: Option<&str>, reference: &RefSpec) -> Result<()> {
+        let repo = &self.writable(repo, ns)?;
         let found = match reference {
             RefSpec::Digest(d) => self.store.manifest_delete(repo, d).await?,
             RefSpec::Tag(t) => self.store.tag_delete(repo, t).await?,
@@ -97,7 +133,14 @@ impl Registry {
     }
 
     /// One page of a repository's tags (`limit` + 1 are fetched so the caller knows whether more follow).
-    pub async fn tag_list(&self, repo: &RepoName, last: Option<&str>, limit: usize) -> Result<(Vec<Tag>, bool)> {
+    pub async fn tag_list(
+        &self,
+        repo: &RepoName,
+        ns: Option<&str>,
+        last: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<Tag>, bool)> {
+        let repo = &self.readable(repo, ns)?;
         let mut tags = self
             .store
             .tag_list(repo, last, limit.saturating_add(1))
@@ -120,9 +163,11 @@ impl Registry {
     pub async fn referrers(
         &self,
         repo: &RepoName,
+        ns: Option<&str>,
         subject: &Digest,
         artifact_type: Option<&MediaType>,
     ) -> Result<Vec<Descriptor>> {
+        let repo = &self.readable(repo, ns)?;
         let mut all = self.store.referrers(repo, subject).await?;
         if let Some(t) = artifact_type {
             all.retain(|d| d.artifact_type.as_ref() == Some(t));

@@ -304,6 +304,26 @@ impl ContentStore for FsStore {
         result
     }
 
+    async fn blob_import(&self, expected: &Digest, path: &Path) -> Result<BlobMeta, StoreError> {
+        let (from, target, expected) = (path.to_owned(), self.layout.blob(expected), expected.clone());
+        let result = blocking(move || {
+            let meta = check(&expected, None, hash_file(&from, expected.algorithm())?)?;
+            match commit_file(&from, &target) {
+                Err(StoreError::Io { source, .. }) if source.raw_os_error() == Some(18) => {
+                    // EXDEV: the spool is on another filesystem; copy into uploads/ first.
+                    let tmp = tmp_name(&target);
+                    fs::copy(&from, &tmp).map_err(io_err(&tmp))?;
+                    commit_file(&tmp, &target)?;
+                }
+                other => other?,
+            }
+            Ok(meta)
+        })
+        .await;
+        let _ = fs::remove_file(path);
+        result
+    }
+
     async fn blob_delete(&self, digest: &Digest) -> Result<bool, StoreError> {
         remove_opt(&self.layout.blob(digest))
     }

@@ -173,6 +173,17 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn blob_open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Option<BlobReader>, StoreError>;
     /// Stream bytes in; commit them under `expected` only if they hash to it (and have `size`, when known).
     async fn blob_put(&self, expected: &Digest, size: Option<u64>, body: ByteStream) -> Result<BlobMeta, StoreError>;
+    /// Take over a local file (e.g. a mirror's spool file) as the blob `expected`, verifying it first. The
+    /// file is consumed: moved where the back-end can, copied otherwise.
+    async fn blob_import(&self, expected: &Digest, path: &std::path::Path) -> Result<BlobMeta, StoreError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
+        let body: ByteStream = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+        let meta = self.blob_put(expected, None, body).await;
+        let _ = tokio::fs::remove_file(path).await;
+        meta
+    }
     /// Remove a blob from the global pool.
     async fn blob_delete(&self, digest: &Digest) -> Result<bool, StoreError>;
 

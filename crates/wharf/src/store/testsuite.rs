@@ -75,6 +75,17 @@ async fn blobs(s: Arc<dyn ContentStore>) {
     assert!(!s.blob_linked(&a, &d).await.unwrap());
     assert!(s.blob_delete(&d).await.unwrap());
     assert!(s.blob_stat(&d).await.unwrap().is_none());
+    // importing a local file: verified, then visible; a wrong file is refused
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("spool");
+    std::fs::write(&f, b"imported").unwrap();
+    let want = Digest::sha256_of(b"imported");
+    assert_eq!(s.blob_import(&want, &f).await.unwrap().size, 8);
+    assert_eq!(read_all(s.blob_open(&want, None).await.unwrap().unwrap().body).await, b"imported");
+    std::fs::write(&f, b"tampered").unwrap();
+    let other_want = Digest::sha256_of(b"original");
+    assert!(matches!(s.blob_import(&other_want, &f).await, Err(StoreError::DigestMismatch { .. })));
+    assert!(s.blob_stat(&other_want).await.unwrap().is_none());
     // sha512 works end to end
     let d512 = Digest::of(oci::Algorithm::Sha512, b"x");
     s.blob_put(&d512, Some(1), body(&[b"x"])).await.unwrap();

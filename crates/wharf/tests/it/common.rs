@@ -43,6 +43,27 @@ impl Server {
         s
     }
 
+    /// Start with a fresh temp data dir and this TOML configuration.
+    pub fn start_config(toml: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("wharf.toml");
+        std::fs::write(&cfg, toml).unwrap();
+        let data = dir.path().join("data");
+        let mut s = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]);
+        s._dir = Some(dir);
+        s
+    }
+
+    /// A counter from `/metrics`, summed over label sets that contain every `label` fragment.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> u64 {
+        let text = self.client().get("/metrics").await.body;
+        String::from_utf8_lossy(&text)
+            .lines()
+            .filter(|l| l.starts_with(name) && labels.iter().all(|f| l.contains(f)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
     /// Start on `data_dir` with extra arguments after `serve`.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
         let mut cmd = Command::new(wharf_bin());

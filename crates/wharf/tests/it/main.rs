@@ -4,8 +4,10 @@
 mod cli;
 mod common;
 mod errors;
+mod external;
 mod images;
 mod layering;
+mod mirror;
 mod registry;
 mod skopeo;
 mod streaming;

@@ -1,0 +1,158 @@
+//! `[[upstream]]` tables: the registries Wharf mirrors. Only these hosts are ever dialled.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::ConfigIssue;
+use crate::policy::tags::TagPattern;
+
+/// One upstream registry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamConfig {
+    /// Registry host clients use for it (`docker.io`, `registry.k8s.io`): the `ns` value and path prefix.
+    pub name: String,
+    /// Base URL Wharf dials (`https://registry-1.docker.io`); `http://` for plain-HTTP registries.
+    pub url: String,
+    /// Serve requests that carry neither `ns` nor a host prefix (the Docker daemon's `registry-mirrors`).
+    pub default: bool,
+    /// Username for Basic auth or the token endpoint.
+    pub username: Option<String>,
+    /// Password, inline (prefer `password_env` or `password_file`).
+    pub password: Option<String>,
+    /// Environment variable holding the password.
+    pub password_env: Option<String>,
+    /// File holding the password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// PEM file with extra CA certificates to trust (besides the system roots).
+    pub ca_file: Option<PathBuf>,
+    /// Accept any TLS certificate (testing only).
+    pub insecure_skip_verify: bool,
+    /// TCP connect timeout, seconds.
+    pub connect_timeout_secs: u64,
+    /// Timeout for a whole manifest or metadata request, seconds (blob streams have no total limit).
+    pub timeout_secs: u64,
+    /// Most requests in flight to this upstream at once.
+    pub max_concurrent: usize,
+    /// How long a tag that was checked upstream is served without asking again, seconds.
+    pub tag_ttl_secs: u64,
+    /// Tags matching these patterns never move upstream, so once cached they are never revalidated.
+    /// Globs (`v*`), or regular expressions written `re:<regex>`.
+    pub immutable_tags: Vec<String>,
+    /// How long an upstream "not found" is remembered, seconds.
+    pub negative_ttl_secs: u64,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses to dial the upstream, seconds.
+    pub breaker_open_secs: u64,
+    /// Attempts for a request answered 429 or 5xx (with backoff, honouring `Retry-After`).
+    pub max_attempts: u32,
+}
+
+/// Semantic-version tags (`1.2.3`, `v1.29.0`): the conventional immutable releases.
+pub const DEFAULT_IMMUTABLE: &str = r"re:^v?[0-9]+\.[0-9]+\.[0-9]+$";
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            name: String::new(),
+            url: String::new(),
+            default: false,
+            username: None,
+            password: None,
+            password_env: None,
+            password_file: None,
+            ca_file: None,
+            insecure_skip_verify: false,
+            connect_timeout_secs: 5,
+            timeout_secs: 30,
+            max_concurrent: 32,
+            tag_ttl_secs: 300,
+            immutable_tags: vec![DEFAULT_IMMUTABLE.to_owned()],
+            negative_ttl_secs: 30,
+            breaker_threshold: 3,
+            breaker_open_secs: 30,
+            max_attempts: 3,
+        }
+    }
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty()
+        && h.split(':').next().is_some_and(|host| {
+            host.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        })
+        && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b))
+}
+
+impl UpstreamConfig {
+    /// Problems with this table; `at` is its key path (e.g. `upstream[1]`).
+    pub fn issues(&self, at: &str) -> Vec<ConfigIssue> {
+        let mut out = Vec::new();
+        let mut issue = |key: &str, reason: String| out.push(ConfigIssue { key: format!("{at}.{key}"), reason });
+        if self.name.is_empty() {
+            issue("name", "is required (the registry host clients use, e.g. \"docker.io\")".into());
+        } else if !valid_host(&self.name) || self.name != self.name.to_ascii_lowercase() {
+            issue("name", format!("{:?} is not a lowercase registry host name", self.name));
+        }
+        if self.url.is_empty() {
+            issue("url", "is required (e.g. \"https://registry-1.docker.io\")".into());
+        } else if !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+            || reqwest::Url::parse(&self.url).is_err()
+        {
+            issue("url", format!("{:?} is not an http:// or https:// URL", self.url));
+        }
+        let sources = [self.password.is_some(), self.password_env.is_some(), self.password_file.is_some()];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            issue("password", "set only one of password, password_env, password_file".into());
+        }
+        if sources.iter().any(|s| *s) && self.username.is_none() {
+            issue("username", "is required when a password is set".into());
+        }
+        if let Some(var) = &self.password_env {
+            if std::env::var_os(var).is_none() {
+                issue("password_env", format!("environment variable {var} is not set"));
+            }
+        }
+        if let Some(f) = &self.password_file {
+            if let Err(e) = std::fs::metadata(f) {
+                issue("password_file", format!("{}: {e}", f.display()));
+            }
+        }
+        if let Some(f) = &self.ca_file {
+            if let Err(e) = std::fs::metadata(f) {
+                issue("ca_file", format!("{}: {e}", f.display()));
+            }
+        }
+        for (i, p) in self.immutable_tags.iter().enumerate() {
+            if let Err(e) = TagPattern::parse(p) {
+                issue(&format!("immutable_tags[{i}]"), e);
+            }
+        }
+        if self.max_concurrent == 0 {
+            issue("max_concurrent", "must be at least 1".into());
+        }
+        if self.max_attempts == 0 {
+            issue("max_attempts", "must be at least 1".into());
+        }
+        if self.timeout_secs == 0 || self.connect_timeout_secs == 0 {
+            issue("timeout_secs", "timeouts must be at least 1 second".into());
+        }
+        out
+    }
+
+    /// The password from whichever source is configured (never logged).
+    pub fn resolve_password(&self) -> Option<String> {
+        if let Some(p) = &self.password {
+            return Some(p.clone());
+        }
+        if let Some(v) = &self.password_env {
+            return std::env::var(v).ok();
+        }
+        if let Some(f) = &self.password_file {
+            return std::fs::read_to_string(f).ok().map(|s| s.trim_end_matches(['\n', '\r']).to_owned());
+        }
+        None
+    }
+}

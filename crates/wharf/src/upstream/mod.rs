@@ -1,0 +1,435 @@
+//! The outbound OCI client shared by the mirror (and later sync, federation and verification).
+//!
+//! It speaks to one configured registry: Bearer-token and Basic auth from `WWW-Authenticate` challenges
+//! (tokens cached per scope), rustls with the system roots plus configured CAs, `HTTPS_PROXY`/`NO_PROXY`,
+//! redirects to blob CDNs (reqwest drops `Authorization` when the host changes), retries with backoff on
+//! 429/5xx honouring `Retry-After`, a concurrency limit and a circuit breaker. Every manifest it returns is
+//! checked against its digest here; blob streams are checked by whoever stores them (hashing while writing).
+//!
+//! May import: `oci`, `config` (its own table), reqwest. Must not import `store`, `service` or `api`.
+
+pub mod auth;
+pub mod breaker;
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use oci::{Digest, Manifest, MediaType, RefSpec, RepoName};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::{Method, Response, StatusCode};
+use tokio::sync::Semaphore;
+
+use self::auth::{parse_challenge, Challenge, TokenCache, TokenResponse};
+use self::breaker::{Breaker, Health};
+use crate::config::upstream::UpstreamConfig;
+
+/// Bytes of a blob as they arrive from the upstream.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Largest manifest accepted from an upstream (same limit as for pushes).
+const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+/// Every manifest media type, so upstreams never convert what they serve.
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// What can go wrong talking to an upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// The upstream says the manifest or blob does not exist.
+    #[error("not found upstream")]
+    NotFound,
+    /// Credentials were rejected or access denied.
+    #[error("upstream refused access (HTTP {status}): {message}")]
+    Denied {
+        /// HTTP status.
+        status: u16,
+        /// Detail.
+        message: String,
+    },
+    /// Network failure, timeout, 5xx or 429 after retries.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    /// The circuit breaker is open after repeated failures.
+    #[error("upstream skipped for {retry_in_secs}s more after repeated failures (circuit breaker open)")]
+    CircuitOpen {
+        /// Seconds until the next probe.
+        retry_in_secs: u64,
+    },
+    /// Content did not hash to the digest it was served under.
+    #[error("upstream served content for {expected} that hashes to {actual}")]
+    DigestMismatch {
+        /// Digest asked for or announced.
+        expected: Digest,
+        /// Digest of the bytes received.
+        actual: Digest,
+    },
+    /// The upstream answered something that is not a valid registry response.
+    #[error("invalid upstream response: {0}")]
+    Invalid(String),
+}
+
+impl UpstreamError {
+    /// True for failures where serving a stale cached copy is the right answer.
+    pub fn is_outage(&self) -> bool {
+        !matches!(self, UpstreamError::NotFound)
+    }
+}
+
+/// A blob response: its announced size and the byte stream.
+pub struct BlobResponse {
+    /// `Content-Length`, when the upstream sent one.
+    pub size: Option<u64>,
+    /// The bytes (not yet verified).
+    pub body: ByteStream,
+}
+
+/// A manifest's identity as announced by a `HEAD`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestHead {
+    /// `Docker-Content-Digest`.
+    pub digest: Digest,
+    /// `Content-Type`.
+    pub media_type: Option<MediaType>,
+}
+
+/// One upstream registry.
+pub struct Upstream {
+    /// The registry host clients use for it.
+    pub name: String,
+    base: String,
+    http: reqwest::Client,
+    creds: Option<(String, String)>,
+    tokens: TokenCache,
+    wants_basic: AtomicBool,
+    limit: Arc<Semaphore>,
+    breaker: Breaker,
+    timeout: Duration,
+    max_attempts: u32,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream").field("name", &self.name).field("url", &self.base).finish_non_exhaustive()
+    }
+}
+
+fn header_str(h: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    header_str(h, RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok()).map(Duration::from_secs)
+}
+
+impl Upstream {
+    /// Build the client for one `[[upstream]]` table (reads the CA file and the password source).
+    pub fn from_config(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
+            .read_timeout(Duration::from_secs(cfg.timeout_secs))
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .danger_accept_invalid_certs(cfg.insecure_skip_verify);
+        if let Some(f) = &cfg.ca_file {
+            let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", f.display()))? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        let http = b.build().map_err(|e| e.to_string())?;
+        let creds = cfg.username.clone().map(|u| (u, cfg.resolve_password().unwrap_or_default()));
+        Ok(Upstream {
+            name: cfg.name.clone(),
+            base: cfg.url.trim_end_matches('/').to_owned(),
+            http,
+            creds,
+            tokens: TokenCache::default(),
+            wants_basic: AtomicBool::new(false),
+            limit: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            breaker: Breaker::new(cfg.breaker_threshold, Duration::from_secs(cfg.breaker_open_secs)),
+            timeout: Duration::from_secs(cfg.timeout_secs),
+            max_attempts: cfg.max_attempts.max(1),
+        })
+    }
+
+    /// The base URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Circuit-breaker health for status views.
+    pub fn health(&self) -> Health {
+        self.breaker.health()
+    }
+
+    async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<(), UpstreamError> {
+        let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
+        if let Some(s) = service {
+            q.push(("service", s));
+        }
+        let mut req = self.http.get(realm).query(&q).timeout(self.timeout);
+        if let Some((u, p)) = &self.creds {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.map_err(|e| UpstreamError::Unavailable(format!("token endpoint {realm}: {e}")))?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(UpstreamError::Denied {
+                status: status.as_u16(),
+                message: format!("token endpoint {realm} refused"),
+            });
+        }
+        let body: TokenResponse =
+            resp.json().await.map_err(|e| UpstreamError::Invalid(format!("token endpoint {realm}: {e}")))?;
+        let (token, ttl) =
+            body.into_token().ok_or_else(|| UpstreamError::Invalid(format!("token endpoint {realm} sent no token")))?;
+        self.tokens.put(scope, token, ttl);
+        Ok(())
+    }
+
+    /// Send a request with auth, retries and the breaker; the returned response has a non-401 status.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        accept: Option<&str>,
+        whole: bool,
+    ) -> Result<Response, UpstreamError> {
+        if let Err(left) = self.breaker.allow() {
+            return Err(UpstreamError::CircuitOpen { retry_in_secs: left.as_secs() });
+        }
+        let scope = format!("repository:{repo}:pull");
+        let url = format!("{}{}", self.base, path);
+        let mut auth_answered = false;
+        let mut attempt = 0;
+        loop {
+            let mut req = self.http.request(method.clone(), &url);
+            if let Some(a) = accept {
+                req = req.header(ACCEPT, a);
+            }
+            if whole {
+                req = req.timeout(self.timeout);
+            }
+            if let Some(t) = self.tokens.get(&scope) {
+                req = req.bearer_auth(t);
+            } else if let (true, Some((u, p))) = (self.wants_basic.load(Ordering::Relaxed), &self.creds) {
+                req = req.basic_auth(u, Some(p));
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = if e.is_timeout() { format!("timeout: {e}") } else { format!("{e}") };
+                    self.breaker.failure(&why);
+                    return Err(UpstreamError::Unavailable(why));
+                }
+            };
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !auth_answered {
+                auth_answered = true;
+                let challenge = header_str(resp.headers(), WWW_AUTHENTICATE).and_then(parse_challenge);
+                match challenge {
+                    Some(Challenge::Bearer { realm, service, scope: asked }) => {
+                        self.tokens.forget(&scope);
+                        // Ask for our own pull scope under our cache key; registries echo what we ask.
+                        let want = asked.filter(|s| s.contains(repo.as_str())).unwrap_or_else(|| scope.clone());
+                        self.fetch_token(&realm, service.as_deref(), &want).await?;
+                        if want != scope {
+                            if let Some(t) = self.tokens.get(&want) {
+                                self.tokens.put(&scope, t, Duration::from_secs(50));
+                            }
+                        }
+                        continue;
+                    }
+                    Some(Challenge::Basic) if self.creds.is_some() => {
+                        self.wants_basic.store(true, Ordering::Relaxed);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                self.breaker.success();
+                return Err(UpstreamError::Denied { status: status.as_u16(), message: format!("{method} {path}") });
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                attempt += 1;
+                if attempt < self.max_attempts {
+                    let wait = retry_after(resp.headers())
+                        .unwrap_or(Duration::from_millis(200) * 2u32.pow(attempt))
+                        .min(Duration::from_secs(10));
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                let why = format!("HTTP {status} for {method} {path}");
+                self.breaker.failure(&why);
+                return Err(UpstreamError::Unavailable(why));
+            }
+            self.breaker.success();
+            return Ok(resp);
+        }
+    }
+
+    /// `HEAD` a manifest: the digest a tag points at now, or `None` when the upstream does not have it.
+    pub async fn head_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &RefSpec,
+    ) -> Result<Option<ManifestHead>, UpstreamError> {
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = self.send(Method::HEAD, &path, repo, Some(ACCEPT_MANIFESTS), true).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                let h = resp.headers();
+                let media_type = header_str(h, CONTENT_TYPE).map(MediaType::parse);
+                match header_str(h, "docker-content-digest").and_then(|d| d.parse::<Digest>().ok()) {
+                    Some(digest) => Ok(Some(ManifestHead { digest, media_type })),
+                    None => {
+                        drop(_permit);
+                        // Some registries omit the header on HEAD: fall back to a GET, which we can verify.
+                        let m = self.get_manifest(repo, reference).await?;
+                        Ok(Some(ManifestHead { digest: m.digest, media_type: Some(m.media_type) }))
+                    }
+                }
+            }
+            s => Err(UpstreamError::Invalid(format!("HTTP {s} for HEAD {path}"))),
+        }
+    }
+
+    /// `GET` a manifest, verified against the requested digest and the announced `Docker-Content-Digest`.
+    pub async fn get_manifest(&self, repo: &RepoName, reference: &RefSpec) -> Result<Manifest, UpstreamError> {
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp = self.send(Method::GET, &path, repo, Some(ACCEPT_MANIFESTS), true).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
+            s if !s.is_success() => return Err(UpstreamError::Invalid(format!("HTTP {s} for GET {path}"))),
+            _ => {}
+        }
+        if header_str(resp.headers(), CONTENT_LENGTH)
+            .and_then(|l| l.parse::<usize>().ok())
+            .is_some_and(|l| l > MAX_MANIFEST)
+        {
+            return Err(UpstreamError::Invalid(format!("manifest {path} is larger than {MAX_MANIFEST} bytes")));
+        }
+        let announced = header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
+        let content_type = header_str(resp.headers(), CONTENT_TYPE).map(MediaType::parse);
+        let mut bytes = Vec::new();
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| UpstreamError::Unavailable(format!("reading {path}: {e}")))?;
+            if bytes.len() + chunk.len() > MAX_MANIFEST {
+                return Err(UpstreamError::Invalid(format!("manifest {path} is larger than {MAX_MANIFEST} bytes")));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        let expected = match reference {
+            RefSpec::Digest(d) => Some(d.clone()),
+            RefSpec::Tag(_) => announced.clone(),
+        };
+        let algo = expected.as_ref().map_or(oci::Algorithm::Sha256, Digest::algorithm);
+        let manifest = Manifest::parse(Bytes::from(bytes), content_type.as_ref(), algo)
+            .map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
+        for want in [expected, announced].into_iter().flatten() {
+            if want.algorithm() == manifest.digest.algorithm() && want != manifest.digest {
+                return Err(UpstreamError::DigestMismatch { expected: want, actual: manifest.digest });
+            }
+        }
+        Ok(manifest)
+    }
+
+    /// `HEAD` a blob: its size, or `None` when the upstream does not have it.
+    pub async fn head_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Option<u64>, UpstreamError> {
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self.send(Method::HEAD, &path, repo, None, true).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                Ok(Some(header_str(resp.headers(), CONTENT_LENGTH).and_then(|l| l.trim().parse().ok()).unwrap_or(0)))
+            }
+            s => Err(UpstreamError::Invalid(format!("HTTP {s} for HEAD {path}"))),
+        }
+    }
+
+    /// `GET` a blob as a stream. The bytes are NOT verified here: the caller hashes while storing.
+    pub async fn get_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobResponse, UpstreamError> {
+        let permit = self.limit.clone().acquire_owned().await.expect("semaphore never closed");
+        let path = format!("/v2/{repo}/blobs/{digest}");
+        let resp = self.send(Method::GET, &path, repo, None, false).await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
+            s if !s.is_success() => return Err(UpstreamError::Invalid(format!("HTTP {s} for GET {path}"))),
+            _ => {}
+        }
+        let size = resp.content_length();
+        let body = resp.bytes_stream().map_err(std::io::Error::other).map(move |item| {
+            let _held = &permit; // the concurrency slot is released when the stream is dropped
+            item
+        });
+        Ok(BlobResponse { size, body: Box::pin(body) })
+    }
+
+    /// All tags of a repository, following `Link` pagination.
+    pub async fn list_tags(&self, repo: &RepoName) -> Result<Vec<String>, UpstreamError> {
+        let mut out = Vec::new();
+        let mut path = format!("/v2/{repo}/tags/list");
+        loop {
+            let resp = {
+                let _permit = self.limit.acquire().await.expect("semaphore never closed");
+                self.send(Method::GET, &path, repo, None, true).await?
+            };
+            match resp.status() {
+                StatusCode::NOT_FOUND => return Err(UpstreamError::NotFound),
+                s if !s.is_success() => return Err(UpstreamError::Invalid(format!("HTTP {s} for GET {path}"))),
+                _ => {}
+            }
+            let next = header_str(resp.headers(), "link")
+                .and_then(|l| l.split(';').next())
+                .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
+            #[derive(serde::Deserialize)]
+            struct TagList {
+                #[serde(default)]
+                tags: Option<Vec<String>>,
+            }
+            let page: TagList = resp.json().await.map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
+            out.extend(page.tags.unwrap_or_default());
+            match next {
+                Some(n) if n.starts_with("/v2/") => path = n,
+                Some(n) if n.starts_with(&self.base) => path = n[self.base.len()..].to_owned(),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, "3".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn outage_classification() {
+        assert!(!UpstreamError::NotFound.is_outage());
+        assert!(UpstreamError::Unavailable("x".into()).is_outage());
+        assert!(UpstreamError::CircuitOpen { retry_in_secs: 1 }.is_outage());
+    }
+}
