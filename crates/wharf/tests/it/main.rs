@@ -8,6 +8,7 @@ mod external;
 mod images;
 mod layering;
 mod mirror;
+mod mirror_clients;
 mod registry;
 mod skopeo;
 mod streaming;
