@@ -33,8 +33,24 @@ enum Command {
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Pull-through mirror tools.
+    #[command(subcommand)]
+    Mirror(MirrorCommand),
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum MirrorCommand {
+    /// Show per-upstream health and cache counters of a running Wharf.
+    Status {
+        /// Base URL of the running Wharf [default: http://<WHARF_LISTEN or 127.0.0.1:5000>].
+        #[arg(long, value_name = "URL")]
+        url: Option<String>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -83,6 +99,13 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("{}: ok", file.display());
             Ok(ExitCode::SUCCESS)
         }
+        Command::Mirror(MirrorCommand::Status { url, json }) => {
+            let url = url.unwrap_or_else(|| {
+                let listen = std::env::var("WHARF_LISTEN").unwrap_or_else(|_| crate::config::DEFAULT_LISTEN.to_owned());
+                format!("http://{listen}")
+            });
+            mirror_status(&url, json)
+        }
         Command::Serve { listen } => {
             let config = load(cli.config.as_ref())?;
             let settings = Settings::resolve(config, Overrides { listen, data_dir: cli.data_dir })?;
@@ -125,4 +148,50 @@ async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+fn mirror_status(url: &str, json: bool) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let endpoint = format!("{}/_wharf/mirror", url.trim_end_matches('/'));
+    let body: serde_json::Value = rt.block_on(async {
+        let resp = reqwest::get(&endpoint).await.map_err(|e| format!("{endpoint}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{endpoint}: HTTP {}", resp.status()));
+        }
+        resp.json().await.map_err(|e| format!("{endpoint}: {e}"))
+    })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let ups = body["upstreams"].as_array().cloned().unwrap_or_default();
+    if ups.is_empty() {
+        println!("no upstreams configured");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<8} {:>8} {:>8} {:>7} {:>7} {:>14}  url / last error",
+        "UPSTREAM", "STATE", "HITS", "MISSES", "STALE", "ERRORS", "BYTES"
+    );
+    let mut unhealthy = false;
+    for u in ups {
+        let n = |k: &str| u[k].as_u64().unwrap_or(0);
+        let state = u["health"]["state"].as_str().unwrap_or("?");
+        unhealthy |= state != "closed";
+        println!(
+            "{:<24} {:<8} {:>8} {:>8} {:>7} {:>7} {:>14}  {}",
+            u["name"].as_str().unwrap_or("?"),
+            state,
+            n("hits"),
+            n("misses"),
+            n("stale_served"),
+            n("errors"),
+            n("bytes_fetched"),
+            u["url"].as_str().unwrap_or("?")
+        );
+        if let Some(e) = u["health"]["last_error"].as_str() {
+            println!("{:<24} last error: {e}", "");
+        }
+    }
+    Ok(if unhealthy { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }

@@ -7,8 +7,8 @@ use serde::Deserialize;
 use super::ConfigIssue;
 use crate::policy::tags::TagPattern;
 
-/// One upstream registry.
-#[derive(Debug, Clone, Deserialize)]
+/// One upstream registry. `Debug` redacts the password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamConfig {
     /// Registry host clients use for it (`docker.io`, `registry.k8s.io`): the `ns` value and path prefix.
@@ -48,6 +48,20 @@ pub struct UpstreamConfig {
     pub breaker_open_secs: u64,
     /// Attempts for a request answered 429 or 5xx (with backoff, honouring `Retry-After`).
     pub max_attempts: u32,
+}
+
+impl std::fmt::Debug for UpstreamConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("default", &self.default)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Semantic-version tags (`1.2.3`, `v1.29.0`): the conventional immutable releases.

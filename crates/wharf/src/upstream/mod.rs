@@ -10,6 +10,8 @@
 
 pub mod auth;
 pub mod breaker;
+#[cfg(test)]
+mod tests;
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -414,7 +416,7 @@ impl Upstream {
 }
 
 #[cfg(test)]
-mod tests {
+mod unit {
     use super::*;
 
     #[test]

@@ -267,3 +267,27 @@ async fn corrupt_upstream_bytes_never_enter_the_cache() {
     assert!(r.status.is_server_error(), "{}", r.status);
     let _ = OCI_MANIFEST;
 }
+
+#[tokio::test]
+async fn starts_and_reports_health_with_an_unreachable_upstream() {
+    let mirror = Server::start_config(&mirror_config(
+        &[("docker.io", "http://127.0.0.1:1", false)],
+        "breaker_threshold = 1\nconnect_timeout_secs = 1\n",
+    ));
+    let c = mirror.client();
+    assert_eq!(c.get("/v2/").await.status, 200, "serves although the upstream is down");
+    let r = c.get("/v2/library/x/manifests/v1?ns=docker.io").await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "UNAVAILABLE"));
+    let url = mirror.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(crate::common::wharf_bin())
+            .args(["mirror", "status", "--url", &url])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "unhealthy upstreams give exit code 1:\n{text}");
+    assert!(text.contains("docker.io") && text.contains("open") && text.contains("last error"), "{text}");
+}

@@ -1,0 +1,172 @@
+//! The client against in-process fake registries: retries, Retry-After, auth on redirects, digest checks.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use axum::Router;
+use oci::{Digest, RefSpec, RepoName};
+
+use super::{Upstream, UpstreamError};
+use crate::config::upstream::UpstreamConfig;
+
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("127.0.0.1:{}", addr.port())
+}
+
+fn client(url: &str, f: impl FnOnce(&mut UpstreamConfig)) -> Upstream {
+    let mut cfg = UpstreamConfig { name: "test.io".into(), url: url.into(), ..Default::default() };
+    f(&mut cfg);
+    Upstream::from_config(&cfg).unwrap()
+}
+
+fn repo() -> RepoName {
+    "a/b".parse().unwrap()
+}
+
+const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+
+#[tokio::test]
+async fn retries_5xx_and_429_honouring_retry_after() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let addr = serve(Router::new().fallback(any(move || {
+        let n = h.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match n {
+                0 => (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "1")], "").into_response(),
+                1 => (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "0")], "").into_response(),
+                _ => ([("content-type", "application/vnd.oci.image.index.v1+json")], MANIFEST).into_response(),
+            }
+        }
+    })))
+    .await;
+    let up = client(&format!("http://{addr}"), |_| {});
+    let t = Instant::now();
+    let m = up.get_manifest(&repo(), &RefSpec::Tag("v1".parse().unwrap())).await.unwrap();
+    assert_eq!(m.digest, Digest::sha256_of(MANIFEST.as_bytes()));
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+    assert!(t.elapsed() >= Duration::from_millis(950), "Retry-After: 1 was honoured");
+    assert_eq!(up.health().state, "closed");
+}
+
+#[tokio::test]
+async fn gives_up_after_max_attempts_and_opens_the_breaker() {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let addr = serve(Router::new().fallback(any(move || {
+        h.fetch_add(1, Ordering::SeqCst);
+        async { (StatusCode::BAD_GATEWAY, [("retry-after", "0")], "") }
+    })))
+    .await;
+    let up = client(&format!("http://{addr}"), |c| {
+        c.max_attempts = 2;
+        c.breaker_threshold = 1;
+    });
+    let r = up.get_manifest(&repo(), &RefSpec::Tag("v1".parse().unwrap())).await;
+    assert!(matches!(r, Err(UpstreamError::Unavailable(_))), "{r:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let r = up.head_manifest(&repo(), &RefSpec::Tag("v1".parse().unwrap())).await;
+    assert!(matches!(r, Err(UpstreamError::CircuitOpen { .. })), "{r:?}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "an open breaker does not dial");
+}
+
+#[tokio::test]
+async fn a_wrong_manifest_digest_is_refused() {
+    let addr = serve(Router::new().fallback(any(|| async {
+        let lie = Digest::sha256_of(b"something else").to_string();
+        (
+            [("content-type", "application/vnd.oci.image.index.v1+json".to_owned()), ("docker-content-digest", lie)],
+            MANIFEST,
+        )
+    })))
+    .await;
+    let up = client(&format!("http://{addr}"), |_| {});
+    let r = up.get_manifest(&repo(), &RefSpec::Tag("v1".parse().unwrap())).await;
+    assert!(matches!(r, Err(UpstreamError::DigestMismatch { .. })), "{r:?}");
+    let asked = Digest::sha256_of(b"what I asked for");
+    let r = up.get_manifest(&repo(), &RefSpec::Digest(asked)).await;
+    assert!(matches!(r, Err(UpstreamError::DigestMismatch { .. })), "{r:?}");
+}
+
+#[tokio::test]
+async fn basic_credentials_go_to_the_registry_but_not_to_a_redirected_blob_host() {
+    // The "CDN": another host name (localhost vs 127.0.0.1) that records the Authorization it receives.
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let s = seen.clone();
+    let cdn = serve(Router::new().fallback(any(move |h: HeaderMap| {
+        s.lock().unwrap().push(h.get("authorization").map(|v| v.to_str().unwrap().to_owned()));
+        async { "blob bytes" }
+    })))
+    .await;
+    let cdn_url = format!("http://localhost:{}", cdn.split(':').nth(1).unwrap());
+    let registry = serve(Router::new().fallback(any(move |h: HeaderMap| {
+        let cdn_url = cdn_url.clone();
+        async move {
+            if h.get("authorization").is_none() {
+                return (StatusCode::UNAUTHORIZED, [("www-authenticate", "Basic realm=\"test\"")], "").into_response();
+            }
+            Response::builder()
+                .status(307)
+                .header("location", format!("{cdn_url}/blob"))
+                .body(axum::body::Body::empty())
+                .unwrap()
+        }
+    })))
+    .await;
+    let up = client(&format!("http://{registry}"), |c| {
+        c.username = Some("u".into());
+        c.password = Some("p".into());
+    });
+    let d = Digest::sha256_of(b"blob bytes");
+    let resp = up.get_blob(&repo(), &d).await.unwrap();
+    assert_eq!(resp.size, Some(10));
+    assert_eq!(seen.lock().unwrap().as_slice(), &[None], "Authorization must not follow a redirect to another host");
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_once_per_scope() {
+    let tokens = Arc::new(AtomicUsize::new(0));
+    let t = tokens.clone();
+    let addr_cell: Arc<Mutex<String>> = Arc::default();
+    let a = addr_cell.clone();
+    let router = Router::new()
+        .route(
+            "/token",
+            any(move |q: axum::extract::Query<std::collections::HashMap<String, String>>| {
+                t.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(q.get("scope").map(String::as_str), Some("repository:a/b:pull"));
+                assert_eq!(q.get("service").map(String::as_str), Some("svc"));
+                async { ([("content-type", "application/json")], r#"{"token":"T","expires_in":300}"#) }
+            }),
+        )
+        .fallback(any(move |h: HeaderMap| {
+            let realm = format!("http://{}/token", a.lock().unwrap());
+            async move {
+                if h.get("authorization").and_then(|v| v.to_str().ok()) != Some("Bearer T") {
+                    let c = format!("Bearer realm=\"{realm}\",service=\"svc\",scope=\"repository:a/b:pull\"");
+                    return (StatusCode::UNAUTHORIZED, [("www-authenticate", c)], "").into_response();
+                }
+                ([("content-type", "application/vnd.oci.image.index.v1+json")], MANIFEST).into_response()
+            }
+        }));
+    let addr = serve(router).await;
+    *addr_cell.lock().unwrap() = addr.clone();
+    let up = client(&format!("http://{addr}"), |_| {});
+    for _ in 0..3 {
+        up.get_manifest(&repo(), &RefSpec::Tag("v1".parse().unwrap())).await.unwrap();
+    }
+    assert_eq!(tokens.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn config_debug_never_shows_the_password() {
+    let cfg = UpstreamConfig { password: Some("hunter2".into()), ..Default::default() };
+    assert!(!format!("{cfg:?}").contains("hunter2"));
+}
