@@ -2,7 +2,7 @@
 //!
 //! Layer rule (each layer may use the ones to its right, never the ones to its left):
 //! ```text
-//! cli → app → api → service → mirror → { store, upstream } → oci
+//! cli → app (+ tasks) → { api → service → mirror, sync → transfer } → { store, upstream } → oci
 //! config, policy: plain data and pure rules used from above; they import nothing from api, service or store.
 //! ```
 //! `api` is HTTP only; `service` is the one path for repository reads and writes and applies the registry's
@@ -13,9 +13,14 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod history;
+pub mod inflight;
 pub mod metrics;
 pub mod mirror;
 pub mod policy;
 pub mod service;
 pub mod store;
+pub mod sync;
+pub mod tasks;
+pub mod transfer;
 pub mod upstream;

@@ -34,6 +34,8 @@ pub struct AppState {
     pub registry: Registry,
     /// Request counters.
     pub metrics: crate::metrics::Metrics,
+    /// The sync engine (for its status endpoint).
+    pub syncer: Arc<crate::sync::Syncer>,
 }
 
 /// The registry's router: `/v2/` and everything below it go to [`dispatch`].
@@ -44,6 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v2/{*rest}", any(dispatch))
         .route("/_wharf/mirror", axum::routing::get(mirror_status))
         .route("/metrics", axum::routing::get(metrics))
+        .route("/_wharf/sync", axum::routing::get(sync_status))
         .fallback(|| async { ApiError::new(oci::ErrorCode::Unsupported, "not a registry API path").status(404) })
         .layer(middleware::from_fn(access_log))
         .with_state(state)
@@ -117,6 +120,13 @@ fn query_ns(query: &str) -> Option<String> {
         .into_iter()
         .find(|(k, v)| k == "ns" && !v.is_empty())
         .map(|(_, v)| v)
+}
+
+/// `GET /_wharf/sync`: the last report of every sync entry.
+async fn sync_status(State(app): State<Arc<AppState>>) -> Response {
+    let reports = app.syncer.reports().await;
+    let body = serde_json::to_vec_pretty(&serde_json::json!({ "entries": reports })).expect("reports serialise");
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// `GET /metrics`: Prometheus text.

@@ -5,8 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod sync;
+
 use crate::app::App;
 use crate::config::{Config, ConfigError, Overrides, Settings};
+use crate::sync::Mode;
 
 /// Wharf: a self-hosted OCI registry and pull-through mirror.
 #[derive(Debug, Parser)]
@@ -36,8 +39,35 @@ enum Command {
     /// Pull-through mirror tools.
     #[command(subcommand)]
     Mirror(MirrorCommand),
+    /// Run every [[sync]] entry once (or show their last reports with `wharf sync status`).
+    Sync {
+        #[command(subcommand)]
+        action: Option<SyncCommand>,
+        /// Print the plan (tags, digests) without copying anything.
+        #[arg(long, conflicts_with = "check")]
+        dry_run: bool,
+        /// Report drift from the upstream without copying; exit code 1 when anything differs.
+        #[arg(long)]
+        check: bool,
+        /// Only the entry with this name (default `<upstream>/<repository>`).
+        #[arg(long, value_name = "NAME")]
+        entry: Option<String>,
+        /// No progress bars, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Debug, Subcommand)]
+enum SyncCommand {
+    /// Show the last run of every entry: tags, digests, platforms, bytes, errors, conflicts.
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +94,13 @@ enum ConfigCommand {
 
 fn load(file: Option<&PathBuf>) -> Result<Config, ConfigError> {
     file.map_or_else(|| Ok(Config::default()), |f| Config::load(f))
+}
+
+/// Logs for one-shot commands: warnings and up unless RUST_LOG says otherwise (progress goes to stderr).
+fn init_tracing_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
 }
 
 fn init_tracing() {
@@ -105,6 +142,24 @@ fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 format!("http://{listen}")
             });
             mirror_status(&url, json)
+        }
+        Command::Sync { action, dry_run, check, entry, no_progress } => {
+            let config = load(cli.config.as_ref())?;
+            let settings = Settings::resolve(config, Overrides { listen: None, data_dir: cli.data_dir })?;
+            init_tracing_quiet();
+            match action {
+                Some(SyncCommand::Status { json }) => sync::status(settings, json),
+                None => {
+                    let mode = if dry_run {
+                        Mode::DryRun
+                    } else if check {
+                        Mode::Check
+                    } else {
+                        Mode::Copy
+                    };
+                    sync::run(settings, mode, entry, !no_progress)
+                }
+            }
         }
         Command::Serve { listen } => {
             let config = load(cli.config.as_ref())?;

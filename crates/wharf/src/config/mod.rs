@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod sync;
 pub mod upstream;
 
+use self::sync::SyncConfig;
 use self::upstream::UpstreamConfig;
 
 /// Address `wharf serve` listens on when nothing else is configured.
@@ -30,6 +32,9 @@ pub struct Config {
     /// Registries to mirror (`[[upstream]]` tables).
     #[serde(default, rename = "upstream")]
     pub upstreams: Vec<UpstreamConfig>,
+    /// Images to keep copied (`[[sync]]` tables).
+    #[serde(default, rename = "sync")]
+    pub syncs: Vec<SyncConfig>,
 }
 
 /// One problem found by [`Config::validate`], with the key it concerns.
@@ -129,6 +134,17 @@ impl Config {
                 out.push(ConfigIssue {
                     key: format!("upstream[{i}].name"),
                     reason: format!("{:?} is configured twice", u.name),
+                });
+            }
+        }
+        let names: Vec<&str> = self.upstreams.iter().map(|u| u.name.as_str()).collect();
+        for (i, s) in self.syncs.iter().enumerate() {
+            out.extend(s.issues(&format!("sync[{i}]"), &names));
+            let name = s.display_name();
+            if self.syncs[..i].iter().any(|o| o.display_name() == name) {
+                out.push(ConfigIssue {
+                    key: format!("sync[{i}].name"),
+                    reason: format!("{name:?} is used by another [[sync]] entry; set distinct names"),
                 });
             }
         }

@@ -48,6 +48,10 @@ pub struct UpstreamConfig {
     pub breaker_open_secs: u64,
     /// Attempts for a request answered 429 or 5xx (with backoff, honouring `Retry-After`).
     pub max_attempts: u32,
+    /// Most requests per second sent to this upstream (0: no limit).
+    pub requests_per_second: f64,
+    /// Stop syncing from this upstream when its `ratelimit-remaining` header (Docker Hub) drops below this.
+    pub ratelimit_floor: Option<u64>,
 }
 
 impl std::fmt::Debug for UpstreamConfig {
@@ -88,6 +92,8 @@ impl Default for UpstreamConfig {
             breaker_threshold: 3,
             breaker_open_secs: 30,
             max_attempts: 3,
+            requests_per_second: 0.0,
+            ratelimit_floor: None,
         }
     }
 }
@@ -149,6 +155,9 @@ impl UpstreamConfig {
         }
         if self.max_attempts == 0 {
             issue("max_attempts", "must be at least 1".into());
+        }
+        if !(self.requests_per_second >= 0.0 && self.requests_per_second.is_finite()) {
+            issue("requests_per_second", "must be a non-negative number".into());
         }
         if self.timeout_secs == 0 || self.connect_timeout_secs == 0 {
             issue("timeout_secs", "timeouts must be at least 1 second".into());

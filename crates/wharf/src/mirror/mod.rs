@@ -73,8 +73,8 @@ fn bump(c: &AtomicU64) {
 
 /// One upstream with its cache policy.
 pub struct Mirrored {
-    /// The client.
-    pub client: Upstream,
+    /// The client (shared with sync, so they share tokens, limits and the breaker).
+    pub client: Arc<Upstream>,
     immutable: Vec<TagPattern>,
     tag_ttl: Duration,
     negative_ttl: Duration,
@@ -134,6 +134,7 @@ impl Mirror {
     pub fn new(
         store: Arc<dyn ContentStore>,
         configs: &[UpstreamConfig],
+        clients: &[Arc<Upstream>],
         spool: PathBuf,
     ) -> Result<Arc<Mirror>, String> {
         std::fs::create_dir_all(&spool).map_err(|e| format!("{}: {e}", spool.display()))?;
@@ -144,8 +145,8 @@ impl Mirror {
             }
         }
         let mut upstreams = Vec::new();
-        for c in configs {
-            let client = Upstream::from_config(c).map_err(|e| format!("upstream {}: {e}", c.name))?;
+        for (c, client) in configs.iter().zip(clients) {
+            let client = client.clone();
             let immutable = c.immutable_tags.iter().map(|p| TagPattern::parse(p)).collect::<Result<_, _>>()?;
             upstreams.push(Mirrored {
                 client,

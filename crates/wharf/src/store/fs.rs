@@ -199,9 +199,13 @@ impl FsStore {
     /// Open (creating if needed) a store under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsStore, StoreError> {
         let layout = Layout::new(root);
-        for dir in [layout.root().join("blobs"), layout.uploads(), layout.repos()] {
+        for dir in [layout.root().join("blobs"), layout.uploads(), layout.repos(), layout.root().join("meta")] {
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         }
+        // Leftovers of interrupted blob_put writes are incomplete by definition.
+        let tmp = layout.tmp();
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         Ok(FsStore { layout, sessions: Mutex::new(HashMap::new()) })
     }
 
@@ -287,8 +291,7 @@ impl ContentStore for FsStore {
     }
 
     async fn blob_put(&self, expected: &Digest, size: Option<u64>, body: ByteStream) -> Result<BlobMeta, StoreError> {
-        let id = UploadId::random();
-        let dir = self.layout.upload_dir(&id);
+        let dir = self.layout.tmp().join(UploadId::random().as_str());
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let data = dir.join("data");
         let result = async {
@@ -511,6 +514,31 @@ impl ContentStore for FsStore {
         Ok(Some(names.into_iter().filter_map(|n| n.parse().ok()).collect()))
     }
 
+    async fn meta_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        Ok(read_opt(&self.meta_path(key)?)?.map(Bytes::from))
+    }
+
+    async fn meta_put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        write_atomic(&self.meta_path(key)?, &[&value])
+    }
+
+    async fn meta_list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let dir = self.meta_path(prefix)?;
+        let mut keys: Vec<String> = match fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|n| !n.starts_with('.'))
+                .map(|n| format!("{prefix}/{n}"))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&dir)(e)),
+        };
+        keys.sort();
+        Ok(keys)
+    }
+
     async fn repo_list(&self, after: Option<&str>, limit: usize) -> Result<Page<RepoName>, StoreError> {
         let root = self.layout.repos();
         let after = after.map(str::to_owned);
@@ -542,6 +570,16 @@ impl ContentStore for FsStore {
     }
 }
 
+impl FsStore {
+    fn meta_path(&self, key: &str) -> Result<PathBuf, StoreError> {
+        if super::valid_meta_key(key) {
+            Ok(self.layout.meta(key))
+        } else {
+            Err(super::meta_key_error(key))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -565,7 +603,7 @@ mod tests {
         let want = Digest::sha256_of(b"right");
         let body: ByteStream = Box::pin(futures_util::stream::iter([Ok(Bytes::from_static(b"wrong"))]));
         assert!(matches!(store.blob_put(&want, None, body).await, Err(StoreError::DigestMismatch { .. })));
-        assert_eq!(fs::read_dir(dir.path().join("uploads")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert!(store.blob_stat(&want).await.unwrap().is_none());
     }
 

@@ -8,6 +8,8 @@
 //! repos/<name>/_manifests/<algo>/<hex>            "<media type>\n" followed by the exact manifest bytes
 //! repos/<name>/_tags/<tag>                        the digest the tag points at
 //! repos/<name>/_referrers/<algo>-<subject hex>/<algo>-<hex>   descriptor JSON of a referrer
+//! tmp/<random>                                   bytes of an in-flight blob_put (emptied when the store opens)
+//! meta/<key>                                     small documents: sync reports, tag history, pins
 //! ```
 //! Repository path components never start with `_` (name grammar), so the `_` directories cannot collide
 //! with nested repository names. Temp files are `.<name>.<random>.tmp` in the target's directory.
@@ -39,6 +41,16 @@ impl Layout {
     pub fn blob(&self, d: &Digest) -> PathBuf {
         let hex = d.hex();
         self.root.join("blobs").join(d.algorithm().as_str()).join(&hex[..2]).join(hex)
+    }
+
+    /// Scratch directory for in-flight `blob_put` writes (never resumed, so emptied at open).
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    /// A meta document (the key was validated by the caller).
+    pub fn meta(&self, key: &str) -> PathBuf {
+        self.root.join("meta").join(key)
     }
 
     /// Directory of all upload sessions.

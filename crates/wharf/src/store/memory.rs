@@ -26,6 +26,7 @@ struct Inner {
     blobs: HashMap<Digest, Bytes>,
     uploads: HashMap<String, (RepoName, BytesMut)>,
     repos: BTreeMap<String, Repo>,
+    meta: BTreeMap<String, Bytes>,
 }
 
 /// In-memory [`ContentStore`].
@@ -221,6 +222,28 @@ impl ContentStore for MemoryStore {
                     .filter_map(|t| t.parse().ok())
                     .collect(),
             )
+        }))
+    }
+
+    async fn meta_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        if !super::valid_meta_key(key) {
+            return Err(super::meta_key_error(key));
+        }
+        Ok(self.with(|i| i.meta.get(key).cloned()))
+    }
+
+    async fn meta_put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
+        if !super::valid_meta_key(key) {
+            return Err(super::meta_key_error(key));
+        }
+        self.with(|i| i.meta.insert(key.to_owned(), value));
+        Ok(())
+    }
+
+    async fn meta_list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let p = format!("{prefix}/");
+        Ok(self.with(|i| {
+            i.meta.keys().filter(|k| k.strip_prefix(&p).is_some_and(|rest| !rest.contains('/'))).cloned().collect()
         }))
     }
 

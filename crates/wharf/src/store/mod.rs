@@ -239,4 +239,28 @@ pub trait ContentStore: Send + Sync + 'static {
     ) -> Result<Option<Page<Tag>>, StoreError>;
     /// Repositories in lexical order after `after`, at most `limit`.
     async fn repo_list(&self, after: Option<&str>, limit: usize) -> Result<Page<RepoName>, StoreError>;
+
+    // --- small documents beside the content (sync reports, tag history, pins) ---
+    /// A document by key (`/`-separated segments, see [`valid_meta_key`]).
+    async fn meta_get(&self, key: &str) -> Result<Option<Bytes>, StoreError>;
+    /// Write a document atomically.
+    async fn meta_put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
+    /// Keys directly under `prefix/`, sorted.
+    async fn meta_list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+}
+
+/// Meta keys: non-empty segments of `[A-Za-z0-9._:@-]`, never `.` or `..`, so they are safe as paths.
+pub fn valid_meta_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.split('/').all(|seg| {
+            !seg.is_empty()
+                && seg != "."
+                && seg != ".."
+                && !seg.starts_with('.')
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+        })
+}
+
+fn meta_key_error(key: &str) -> StoreError {
+    StoreError::Corrupt(key.to_owned(), "invalid meta key".into())
 }

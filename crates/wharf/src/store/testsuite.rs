@@ -37,6 +37,21 @@ pub async fn run_all(mut make: impl FnMut() -> Arc<dyn ContentStore>) {
     uploads(make()).await;
     manifests_tags_referrers(make()).await;
     listings(make()).await;
+    meta(make()).await;
+}
+
+async fn meta(s: Arc<dyn ContentStore>) {
+    assert_eq!(s.meta_get("sync/a.json").await.unwrap(), None);
+    s.meta_put("sync/a.json", Bytes::from_static(b"1")).await.unwrap();
+    s.meta_put("sync/b.json", Bytes::from_static(b"2")).await.unwrap();
+    s.meta_put("sync/deeper/c.json", Bytes::from_static(b"3")).await.unwrap();
+    s.meta_put("sync/a.json", Bytes::from_static(b"one")).await.unwrap();
+    assert_eq!(s.meta_get("sync/a.json").await.unwrap().unwrap(), Bytes::from_static(b"one"));
+    assert_eq!(s.meta_list("sync").await.unwrap(), ["sync/a.json", "sync/b.json"]);
+    assert!(s.meta_list("nothing").await.unwrap().is_empty());
+    for bad in ["", "../x", "a//b", "a/./b", "a b", ".hidden"] {
+        assert!(s.meta_put(bad, Bytes::new()).await.is_err(), "{bad:?}");
+    }
 }
 
 async fn blobs(s: Arc<dyn ContentStore>) {

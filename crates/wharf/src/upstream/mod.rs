@@ -14,13 +14,13 @@ pub mod breaker;
 mod tests;
 
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
-use oci::{Digest, Manifest, MediaType, RefSpec, RepoName};
+use oci::{Descriptor, Digest, Manifest, MediaType, RefSpec, RepoName};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
 use tokio::sync::Semaphore;
@@ -114,6 +114,10 @@ pub struct Upstream {
     breaker: Breaker,
     timeout: Duration,
     max_attempts: u32,
+    /// Minimum spacing between requests, and when the next one may go.
+    pace: Option<(Duration, Mutex<Instant>)>,
+    /// Last `ratelimit-remaining` seen (-1: never).
+    ratelimit_remaining: AtomicI64,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -159,7 +163,30 @@ impl Upstream {
             breaker: Breaker::new(cfg.breaker_threshold, Duration::from_secs(cfg.breaker_open_secs)),
             timeout: Duration::from_secs(cfg.timeout_secs),
             max_attempts: cfg.max_attempts.max(1),
+            pace: (cfg.requests_per_second > 0.0)
+                .then(|| (Duration::from_secs_f64(1.0 / cfg.requests_per_second), Mutex::new(Instant::now()))),
+            ratelimit_remaining: AtomicI64::new(-1),
         })
+    }
+
+    /// The last `ratelimit-remaining` the upstream announced (Docker Hub's pull quota), if any.
+    pub fn ratelimit_remaining(&self) -> Option<u64> {
+        u64::try_from(self.ratelimit_remaining.load(Ordering::Relaxed)).ok()
+    }
+
+    /// Wait for the request-rate limit.
+    async fn pace(&self) {
+        let Some((gap, next)) = &self.pace else { return };
+        let wait = {
+            let mut next = next.lock().expect("pace lock");
+            let now = Instant::now();
+            let slot = (*next).max(now);
+            *next = slot + *gap;
+            slot - now
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// The base URL.
@@ -206,15 +233,38 @@ impl Upstream {
         accept: Option<&str>,
         whole: bool,
     ) -> Result<Response, UpstreamError> {
+        self.send_as(method, path, repo, "pull", accept, whole, None).await
+    }
+
+    /// [`Self::send`] with the scope's actions (`pull` or `pull,push`), and a small body with its content type.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        repo: &RepoName,
+        actions: &str,
+        accept: Option<&str>,
+        whole: bool,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<Response, UpstreamError> {
         if let Err(left) = self.breaker.allow() {
             return Err(UpstreamError::CircuitOpen { retry_in_secs: left.as_secs() });
         }
-        let scope = format!("repository:{repo}:pull");
-        let url = format!("{}{}", self.base, path);
+        let scope = format!("repository:{repo}:{actions}");
+        let url = if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.base, path)
+        };
         let mut auth_answered = false;
         let mut attempt = 0;
         loop {
+            self.pace().await;
             let mut req = self.http.request(method.clone(), &url);
+            if let Some((ct, b)) = &body {
+                req = req.header(CONTENT_TYPE, *ct).body(b.clone());
+            }
             if let Some(a) = accept {
                 req = req.header(ACCEPT, a);
             }
@@ -235,6 +285,11 @@ impl Upstream {
                 }
             };
             let status = resp.status();
+            if let Some(rem) = header_str(resp.headers(), "ratelimit-remaining")
+                .and_then(|v| v.split(';').next()?.trim().parse::<i64>().ok())
+            {
+                self.ratelimit_remaining.store(rem, Ordering::Relaxed);
+            }
             if status == StatusCode::UNAUTHORIZED && !auth_answered {
                 auth_answered = true;
                 let challenge = header_str(resp.headers(), WWW_AUTHENTICATE).and_then(parse_challenge);
@@ -380,6 +435,99 @@ impl Upstream {
             item
         });
         Ok(BlobResponse { size, body: Box::pin(body) })
+    }
+
+    /// Descriptors of the manifests whose subject is `digest`: the referrers API, or the referrers tag schema
+    /// (`<alg>-<hex>` tag holding an index) for registries without it.
+    pub async fn referrers(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Descriptor>, UpstreamError> {
+        let path = format!("/v2/{repo}/referrers/{digest}");
+        let resp = {
+            let _permit = self.limit.acquire().await.expect("semaphore never closed");
+            self.send(Method::GET, &path, repo, Some("application/vnd.oci.image.index.v1+json"), true).await?
+        };
+        if resp.status().is_success() {
+            let index: oci::ImageIndex =
+                resp.json().await.map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
+            return Ok(index.manifests);
+        }
+        if resp.status() != StatusCode::NOT_FOUND {
+            return Err(UpstreamError::Invalid(format!("HTTP {} for GET {path}", resp.status())));
+        }
+        let fallback: oci::Tag = format!("{}-{}", digest.algorithm(), digest.hex()).parse().expect("valid tag");
+        match self.get_manifest(repo, &RefSpec::Tag(fallback)).await {
+            Ok(m) => match m.body {
+                oci::ManifestBody::Index(i) => Ok(i.manifests),
+                oci::ManifestBody::Image(_) => Ok(Vec::new()),
+            },
+            Err(UpstreamError::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Push a blob (for sync destinations): `POST` a session, then `PUT` the streamed bytes with the digest.
+    pub async fn push_blob(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<(), UpstreamError> {
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        let path = format!("/v2/{repo}/blobs/uploads/");
+        let resp = self.send_as(Method::POST, &path, repo, "pull,push", None, true, None).await?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::CREATED {
+            return Err(UpstreamError::Invalid(format!("HTTP {} for POST {path}", resp.status())));
+        }
+        let location = header_str(resp.headers(), "location")
+            .ok_or_else(|| UpstreamError::Invalid(format!("POST {path} gave no Location")))?;
+        let mut url = if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_owned()
+        } else {
+            format!("{}{}", self.base, location)
+        };
+        url.push(if url.contains('?') { '&' } else { '?' });
+        url.push_str(&format!("digest={digest}"));
+        // The session already negotiated auth; a streamed body cannot be replayed, so this PUT is sent once.
+        let mut req = self
+            .http
+            .put(&url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        if let Some(t) = self.tokens.get(&format!("repository:{repo}:pull,push")) {
+            req = req.bearer_auth(t);
+        } else if let (true, Some((u, p))) = (self.wants_basic.load(Ordering::Relaxed), &self.creds) {
+            req = req.basic_auth(u, Some(p));
+        }
+        let resp = req.send().await.map_err(|e| UpstreamError::Unavailable(format!("PUT blob {digest}: {e}")))?;
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::ACCEPTED => Ok(()),
+            s => Err(UpstreamError::Invalid(format!(
+                "HTTP {s} for PUT blob {digest}: {}",
+                resp.text().await.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Push manifest bytes exactly as given.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &RefSpec,
+        media_type: &MediaType,
+        bytes: Bytes,
+    ) -> Result<(), UpstreamError> {
+        let _permit = self.limit.acquire().await.expect("semaphore never closed");
+        let path = format!("/v2/{repo}/manifests/{reference}");
+        let resp =
+            self.send_as(Method::PUT, &path, repo, "pull,push", None, true, Some((media_type.as_str(), bytes))).await?;
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED => Ok(()),
+            s => Err(UpstreamError::Invalid(format!(
+                "HTTP {s} for PUT {path}: {}",
+                resp.text().await.unwrap_or_default()
+            ))),
+        }
     }
 
     /// All tags of a repository, following `Link` pagination.

@@ -12,3 +12,4 @@ mod mirror_clients;
 mod registry;
 mod skopeo;
 mod streaming;
+mod sync;
