@@ -38,6 +38,9 @@ pub struct FsStore {
     /// Hash state of open upload sessions, so a chunked upload is hashed once as it streams. A cache only: after
     /// a restart the state is rebuilt from the bytes on disk.
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Digester>>>>>,
+    /// Sorted tag names per `_tags` directory, with the directory's mtime when read. Our own tag writes drop
+    /// the entry; a changed mtime (another process) makes it stale too.
+    tag_cache: Mutex<HashMap<PathBuf, (std::time::SystemTime, Arc<Vec<Tag>>)>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -119,36 +122,82 @@ fn hash_file(path: &Path, algo: Algorithm) -> Result<Digester, StoreError> {
     }
 }
 
-/// Stream `body` onto the end of `path` through a writer thread that also hashes; returns the updated hasher.
-async fn stream_to_file(path: PathBuf, mut hasher: Digester, mut body: ByteStream) -> Result<Digester, StoreError> {
-    let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+/// Bytes gathered from small network frames before they go to the hasher and the disk: fewer hand-offs and
+/// fewer `write` calls, at a bounded cost in memory.
+const COALESCE: usize = 512 * 1024;
+
+/// Stream `body` onto the end of `path`: one thread hashes while another writes, so a push runs at close to
+/// the speed of SHA-256 on one core. Returns the updated hasher.
+/// With `path` `None` the bytes are only hashed (the blob is already stored: the push is verified, not
+/// written twice).
+async fn stream_to_file(
+    path: Option<PathBuf>,
+    mut hasher: Digester,
+    mut body: ByteStream,
+) -> Result<Digester, StoreError> {
+    let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let (write_tx, write_rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
     let writer_path = path.clone();
-    let writer = tokio::task::spawn_blocking(move || -> Result<Digester, StoreError> {
+    let path = path.unwrap_or_default();
+    let writer = tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+        let Some(writer_path) = writer_path else {
+            write_rx.into_iter().for_each(drop);
+            return Ok(());
+        };
         let mut f = OpenOptions::new().create(true).append(true).open(&writer_path).map_err(io_err(&writer_path))?;
-        while let Some(chunk) = rx.blocking_recv() {
+        for chunk in write_rx {
             f.write_all(&chunk).map_err(io_err(&writer_path))?;
-            hasher.update(&chunk);
         }
-        Ok(hasher)
+        Ok(())
+    });
+    let hashing = tokio::task::spawn_blocking(move || {
+        while let Some(chunk) = hash_rx.blocking_recv() {
+            hasher.update(&chunk);
+            if write_tx.send(chunk).is_err() {
+                break; // the writer failed; its error is reported below
+            }
+        }
+        hasher
     });
     let mut body_error = None;
-    while let Some(item) = body.next().await {
-        match item {
-            Ok(chunk) => {
-                if tx.send(chunk).await.is_err() {
-                    break; // the writer failed; its error is reported below
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        let item = body.next().await;
+        let flush = match &item {
+            None | Some(Err(_)) => !buf.is_empty(),
+            Some(Ok(chunk)) => {
+                if buf.is_empty() && chunk.len() >= COALESCE {
+                    false
+                } else {
+                    buf.extend_from_slice(chunk);
+                    buf.len() >= COALESCE
                 }
             }
-            Err(e) => {
-                body_error = Some(e);
+        };
+        let out = match (&item, flush) {
+            (_, true) => Some(buf.split().freeze()),
+            (Some(Ok(chunk)), false) if buf.is_empty() => Some(chunk.clone()),
+            _ => None,
+        };
+        if let Some(out) = out {
+            if hash_tx.send(out).await.is_err() {
                 break;
             }
         }
+        match item {
+            None => break,
+            Some(Err(e)) => {
+                body_error = Some(e);
+                break;
+            }
+            Some(Ok(_)) => {}
+        }
     }
-    drop(tx);
-    let hasher = writer
-        .await
-        .map_err(|e| StoreError::Io { path: path.display().to_string(), source: io::Error::other(e) })??;
+    drop(hash_tx);
+    let join_err =
+        |e: tokio::task::JoinError| StoreError::Io { path: path.display().to_string(), source: io::Error::other(e) };
+    let hasher = hashing.await.map_err(join_err)?;
+    writer.await.map_err(join_err)??;
     match body_error {
         Some(e) => Err(StoreError::Body(e)),
         None => Ok(hasher),
@@ -206,7 +255,7 @@ impl FsStore {
         let tmp = layout.tmp();
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        Ok(FsStore { layout, sessions: Mutex::new(HashMap::new()) })
+        Ok(FsStore { layout, sessions: Mutex::new(HashMap::new()), tag_cache: Mutex::new(HashMap::new()) })
     }
 
     fn session(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<Option<Digester>>> {
@@ -215,6 +264,39 @@ impl FsStore {
 
     fn forget_session(&self, id: &UploadId) {
         self.sessions.lock().expect("session map lock").remove(id.as_str());
+    }
+
+    fn forget_tags(&self, repo: &RepoName) {
+        self.tag_cache.lock().expect("tag cache lock").remove(&self.layout.tags(repo));
+    }
+
+    /// All tag names of a repository, sorted, from the cache when the directory has not changed.
+    fn sorted_tags(&self, dir: &Path) -> Result<Arc<Vec<Tag>>, StoreError> {
+        let mtime = match fs::metadata(dir) {
+            Ok(m) => m.modified().map_err(io_err(dir))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Arc::new(Vec::new())),
+            Err(e) => return Err(io_err(dir)(e)),
+        };
+        if let Some((t, tags)) = self.tag_cache.lock().expect("tag cache lock").get(dir) {
+            if *t == mtime {
+                return Ok(tags.clone());
+            }
+        }
+        let mut names: Vec<Tag> = fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.'))
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        names.sort_unstable();
+        let names = Arc::new(names);
+        let mut cache = self.tag_cache.lock().expect("tag cache lock");
+        if cache.len() >= 4096 {
+            cache.clear();
+        }
+        cache.insert(dir.to_owned(), (mtime, names.clone()));
+        Ok(names)
     }
 
     fn data_path(&self, id: &UploadId) -> PathBuf {
@@ -294,12 +376,16 @@ impl ContentStore for FsStore {
         let dir = self.layout.tmp().join(UploadId::random().as_str());
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let data = dir.join("data");
+        let target = self.layout.blob(expected);
+        let exists = target.exists();
         let result = async {
-            let hasher = stream_to_file(data.clone(), Digester::new(expected.algorithm()), body).await?;
+            let sink = (!exists).then(|| data.clone());
+            let hasher = stream_to_file(sink, Digester::new(expected.algorithm()), body).await?;
             let meta = check(expected, size, hasher)?;
-            let target = self.layout.blob(expected);
-            let from = data.clone();
-            blocking(move || commit_file(&from, &target)).await?;
+            if !exists {
+                let from = data.clone();
+                blocking(move || commit_file(&from, &target)).await?;
+            }
             Ok(meta)
         }
         .await;
@@ -369,7 +455,7 @@ impl ContentStore for FsStore {
             return Err(StoreError::UploadOffset { given: offset, current: state.size });
         }
         let hasher = self.hasher_for(&mut slot, id, state.size, Algorithm::Sha256).await?;
-        let hasher = stream_to_file(self.data_path(id), hasher, body).await?;
+        let hasher = stream_to_file(Some(self.data_path(id)), hasher, body).await?;
         let len = hasher.len();
         *slot = Some(hasher);
         Ok(len)
@@ -445,6 +531,7 @@ impl ContentStore for FsStore {
                 }
             }
         }
+        self.forget_tags(repo);
         remove_opt(&self.layout.manifest(repo, digest))
     }
 
@@ -482,11 +569,15 @@ impl ContentStore for FsStore {
     }
 
     async fn tag_put(&self, repo: &RepoName, tag: &Tag, digest: &Digest) -> Result<(), StoreError> {
-        write_atomic(&self.layout.tag(repo, tag), &[digest.to_string().as_bytes()])
+        let r = write_atomic(&self.layout.tag(repo, tag), &[digest.to_string().as_bytes()]);
+        self.forget_tags(repo);
+        r
     }
 
     async fn tag_delete(&self, repo: &RepoName, tag: &Tag) -> Result<bool, StoreError> {
-        remove_opt(&self.layout.tag(repo, tag))
+        let r = remove_opt(&self.layout.tag(repo, tag));
+        self.forget_tags(repo);
+        r
     }
 
     async fn tag_list(
@@ -499,19 +590,9 @@ impl ContentStore for FsStore {
         if !repo_dir.join("_manifests").is_dir() && !repo_dir.join("_tags").is_dir() {
             return Ok(None);
         }
-        let dir = self.layout.tags(repo);
-        let mut names: Vec<String> = match fs::read_dir(&dir) {
-            Ok(entries) => entries
-                .filter_map(|e| e.ok())
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|n| !n.starts_with('.') && after.is_none_or(|a| n.as_str() > a))
-                .collect(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_err(&dir)(e)),
-        };
-        names.sort_unstable();
-        names.truncate(limit);
-        Ok(Some(names.into_iter().filter_map(|n| n.parse().ok()).collect()))
+        let all = self.sorted_tags(&self.layout.tags(repo))?;
+        let start = after.map_or(0, |a| all.partition_point(|t| t.as_str() <= a));
+        Ok(Some(all[start..].iter().take(limit).cloned().collect()))
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
