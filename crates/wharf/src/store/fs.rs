@@ -32,6 +32,9 @@ const SMALL_BLOB: u64 = 64 * 1024;
 /// Chunks buffered between the network and a writer or reader thread.
 const CHANNEL_DEPTH: usize = 4;
 
+/// A directory's mtime when read, and its sorted tags.
+type CachedTags = (std::time::SystemTime, Arc<Vec<Tag>>);
+
 /// Filesystem-backed [`ContentStore`].
 pub struct FsStore {
     layout: Layout,
@@ -40,7 +43,7 @@ pub struct FsStore {
     sessions: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Digester>>>>>,
     /// Sorted tag names per `_tags` directory, with the directory's mtime when read. Our own tag writes drop
     /// the entry; a changed mtime (another process) makes it stale too.
-    tag_cache: Mutex<HashMap<PathBuf, (std::time::SystemTime, Arc<Vec<Tag>>)>>,
+    tag_cache: Mutex<HashMap<PathBuf, CachedTags>>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
