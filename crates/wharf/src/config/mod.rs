@@ -203,6 +203,8 @@ mod tests {
         let text = include_str!("../../../../docs/config.example.toml");
         let c = Config::parse(text, Path::new("docs/config.example.toml")).unwrap();
         assert!(c.server.listen.is_some());
+        assert_eq!(c.validate(), Vec::new(), "the example is valid");
+        assert_eq!((c.upstreams.len(), c.syncs.len()), (2, 2));
     }
 
     #[test]
