@@ -170,3 +170,19 @@ fn config_debug_never_shows_the_password() {
     let cfg = UpstreamConfig { password: Some("hunter2".into()), ..Default::default() };
     assert!(!format!("{cfg:?}").contains("hunter2"));
 }
+
+#[tokio::test]
+async fn reads_ratelimit_remaining_and_paces_requests() {
+    let addr = serve(Router::new().fallback(any(|| async {
+        ([("content-type", "application/vnd.oci.image.index.v1+json"), ("ratelimit-remaining", "5;w=21600")], MANIFEST)
+    })))
+    .await;
+    let up = client(&format!("http://{addr}"), |c| c.requests_per_second = 20.0);
+    assert_eq!(up.ratelimit_remaining(), None);
+    let t = Instant::now();
+    for _ in 0..5 {
+        up.get_manifest(&repo(), &RefSpec::Tag("v1".parse().unwrap())).await.unwrap();
+    }
+    assert!(t.elapsed() >= Duration::from_millis(190), "5 requests at 20/s take at least 200 ms: {:?}", t.elapsed());
+    assert_eq!(up.ratelimit_remaining(), Some(5));
+}

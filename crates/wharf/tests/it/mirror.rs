@@ -291,3 +291,28 @@ async fn starts_and_reports_health_with_an_unreachable_upstream() {
     assert_eq!(out.status.code(), Some(1), "unhealthy upstreams give exit code 1:\n{text}");
     assert!(text.contains("docker.io") && text.contains("open") && text.contains("last error"), "{text}");
 }
+
+#[tokio::test]
+async fn the_fill_continues_when_the_client_goes_away() {
+    let hub = Server::start();
+    let data = noise(42, 64 * 1024 * 1024);
+    let digest = hub.client().push_blob("library/gone", &data).await;
+    let mirror = Server::start_config(&mirror_config(&[("docker.io", &hub.url, false)], ""));
+    {
+        use futures_util::StreamExt;
+        let r = reqwest::get(format!("{}/v2/library/gone/blobs/{digest}?ns=docker.io", mirror.url)).await.unwrap();
+        let mut s = r.bytes_stream();
+        let first = s.next().await.unwrap().unwrap();
+        assert!(!first.is_empty(), "the first bytes arrive before the blob is complete");
+    } // dropped: the client hangs up mid-blob
+    let cached = mirror.data_dir.join("blobs/sha256").join(&digest.hex()[..2]).join(digest.hex());
+    let t0 = std::time::Instant::now();
+    while !cached.exists() {
+        assert!(t0.elapsed().as_secs() < 30, "the fill did not finish after the client left");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(hub);
+    let r = mirror.client().get(&format!("/v2/library/gone/blobs/{digest}?ns=docker.io")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(Digest::sha256_of(&r.body), digest);
+}
