@@ -281,15 +281,15 @@ impl Copier {
                 Some(m) => m,
                 None => self.upstream.get_manifest(&self.remote, &RefSpec::Digest(digest.clone())).await?,
             };
-            let _turn = self.inflight.lock(digest).await;
+            let turn = self.inflight.lock(digest).await;
             let present = self.dest.has_manifest(&self.local, digest).await?;
             match &m.body {
                 ManifestBody::Image(img) => {
-                    if !present {
-                        let mut blobs = vec![img.config.clone()];
-                        blobs.extend(img.layers.iter().cloned());
-                        self.copy_blobs(&blobs).await?;
-                    }
+                    // Blobs are checked even when the manifest is present: the mirror caches manifests before
+                    // (and without) their layers.
+                    let mut blobs = vec![img.config.clone()];
+                    blobs.extend(img.layers.iter().cloned());
+                    self.copy_blobs(&blobs).await?;
                 }
                 ManifestBody::Index(idx) => {
                     // Children are always walked (cheap when present), so a changed platform list fills in.
@@ -319,9 +319,18 @@ impl Copier {
                 self.counters.manifests_copied.fetch_add(1, Ordering::Relaxed);
             }
             copied.manifests.push(digest.clone());
+            drop(turn);
             if self.referrers && depth < 3 {
-                for r in self.upstream.referrers(&self.remote, digest).await? {
-                    if r.media_type.is_manifest() {
+                // Referrers are extras: a registry that cannot list them must not stop the image itself.
+                let referrers = match self.upstream.referrers(&self.remote, digest).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::warn!(repo = %self.remote, %digest, error = %e, "could not list referrers; skipped");
+                        Vec::new()
+                    }
+                };
+                for r in referrers {
+                    if r.media_type.is_manifest() && r.digest != *digest && !copied.manifests.contains(&r.digest) {
                         let mut sub = Copied::default();
                         self.copy_manifest(&r.digest, None, &mut sub, depth + 1).await?;
                         copied.manifests.extend(sub.manifests);

@@ -28,7 +28,7 @@ pub async fn get(
         ];
         return Ok(respond(200, &hdrs, Body::empty()));
     }
-    let reader = reg.blob_open(repo, ns, digest, headers::range(h)?).await?;
+    let reader = reg.blob_open(repo, ns, digest, headers::range(h)).await?;
     let size = reader.meta.size;
     let mut hdrs = vec![
         ("content-type", "application/octet-stream".to_owned()),

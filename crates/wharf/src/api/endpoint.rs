@@ -122,13 +122,14 @@ pub enum Endpoint {
 }
 
 fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|v| v as u8);
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(h * 16 + l);
                 i += 3;
                 continue;
             }
@@ -380,6 +381,12 @@ mod tests {
     fn errors() {
         let code = |r: Result<Endpoint, ApiError>| r.unwrap_err().code;
         assert_eq!(code(p(Method::GET, "/v2/UPPER/manifests/x", None)), ErrorCode::NameInvalid);
+        assert_eq!(
+            code(p(Method::GET, "/v2/a%a\u{e9}/tags/list", None)),
+            ErrorCode::NameInvalid,
+            "no panic on multi-byte text"
+        );
+        assert_eq!(code(p(Method::GET, "/v2/a%/tags/list", None)), ErrorCode::NameInvalid);
         assert_eq!(code(p(Method::GET, "/v2/a/manifests/sha256:totallywrong", None)), ErrorCode::DigestInvalid);
         assert_eq!(code(p(Method::GET, "/v2/a/manifests/.bad", None)), ErrorCode::ManifestUnknown);
         assert_eq!(code(p(Method::PUT, "/v2/a/manifests/bad!tag", None)), ErrorCode::ManifestInvalid);

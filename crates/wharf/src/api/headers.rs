@@ -23,21 +23,22 @@ fn text<'a>(h: &'a HeaderMap, name: &header::HeaderName) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|s| !s.is_empty())
 }
 
-/// `Range: bytes=a-b | bytes=a- | bytes=-n` for blob GETs. Multiple ranges are not supported.
-pub fn range(h: &HeaderMap) -> Result<Option<RangeRequest>, ApiError> {
-    let Some(v) = text(h, &header::RANGE) else { return Ok(None) };
-    let bad = || {
-        ApiError::new(ErrorCode::SizeInvalid, format!("unsupported Range header {v:?} (expected bytes=<start>-<end>)"))
-            .status(416)
-    };
-    let spec = v.strip_prefix("bytes=").ok_or_else(bad)?;
-    let (a, b) = spec.split_once('-').ok_or_else(bad)?;
-    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| bad());
+/// `Range: bytes=a-b | bytes=a- | bytes=-n` for blob GETs. As RFC 9110 says, a header we cannot use (another
+/// unit, several ranges, bad syntax) is ignored and the whole blob is sent; a parsable range outside the blob
+/// is answered with 416 by the service.
+pub fn range(h: &HeaderMap) -> Option<RangeRequest> {
+    let v = text(h, &header::RANGE)?;
+    let spec = v.strip_prefix("bytes=")?.trim();
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let num = |s: &str| s.trim().parse::<u64>().ok();
     match (a.trim().is_empty(), b.trim().is_empty()) {
-        (true, false) => Ok(Some(RangeRequest::Suffix(num(b)?))),
-        (false, true) => Ok(Some(RangeRequest::From { start: num(a)?, end: None })),
-        (false, false) => Ok(Some(RangeRequest::From { start: num(a)?, end: Some(num(b)?) })),
-        (true, true) => Err(bad()),
+        (true, false) => Some(RangeRequest::Suffix(num(b)?)),
+        (false, true) => Some(RangeRequest::From { start: num(a)?, end: None }),
+        (false, false) => Some(RangeRequest::From { start: num(a)?, end: Some(num(b)?) }),
+        (true, true) => None,
     }
 }
 
@@ -53,10 +54,8 @@ pub fn content_range(h: &HeaderMap) -> Result<Option<(u64, u64)>, ApiError> {
     let s = s.split('/').next().unwrap_or(s);
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let (a, b) = (a.trim().parse::<u64>().map_err(|_| bad())?, b.trim().parse::<u64>().map_err(|_| bad())?);
-    if b < a {
-        return Err(bad());
-    }
-    Ok(Some((a, b - a + 1)))
+    let len = b.checked_sub(a).and_then(|x| x.checked_add(1)).ok_or_else(bad)?;
+    Ok(Some((a, len)))
 }
 
 /// `Content-Length`, when present and numeric.
@@ -100,13 +99,14 @@ mod tests {
 
     #[test]
     fn ranges() {
-        assert_eq!(range(&h(header::RANGE, "bytes=0-9")).unwrap(), Some(RangeRequest::From { start: 0, end: Some(9) }));
-        assert_eq!(range(&h(header::RANGE, "bytes=5-")).unwrap(), Some(RangeRequest::From { start: 5, end: None }));
-        assert_eq!(range(&h(header::RANGE, "bytes=-5")).unwrap(), Some(RangeRequest::Suffix(5)));
-        for bad in ["bytes=a-b", "items=0-1", "bytes=-", "bytes=0-1,3-4"] {
-            assert_eq!(range(&h(header::RANGE, bad)).unwrap_err().status, 416, "{bad}");
+        assert_eq!(range(&h(header::RANGE, "bytes=0-9")), Some(RangeRequest::From { start: 0, end: Some(9) }));
+        assert_eq!(range(&h(header::RANGE, "bytes=5-")), Some(RangeRequest::From { start: 5, end: None }));
+        assert_eq!(range(&h(header::RANGE, "bytes=-5")), Some(RangeRequest::Suffix(5)));
+        assert_eq!(range(&h(header::RANGE, "bytes=9-5")), Some(RangeRequest::From { start: 9, end: Some(5) }));
+        for ignored in ["bytes=a-b", "items=0-1", "bytes=-", "bytes=0-1,3-4"] {
+            assert_eq!(range(&h(header::RANGE, ignored)), None, "{ignored}");
         }
-        assert_eq!(range(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(range(&HeaderMap::new()), None);
     }
 
     #[test]
@@ -115,6 +115,7 @@ mod tests {
         assert_eq!(content_range(&h(header::CONTENT_RANGE, "bytes 10-19/*")).unwrap(), Some((10, 10)));
         assert!(content_range(&h(header::CONTENT_RANGE, "9-0")).is_err());
         assert!(content_range(&h(header::CONTENT_RANGE, "x")).is_err());
+        assert!(content_range(&h(header::CONTENT_RANGE, "0-18446744073709551615")).is_err(), "no overflow");
     }
 
     #[test]

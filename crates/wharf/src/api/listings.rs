@@ -8,8 +8,12 @@ use super::headers::OCI_FILTERS_APPLIED;
 use super::{respond, ApiResult};
 use crate::service::Registry;
 
-fn link(path: &str, n: usize, last: &str) -> String {
-    let q = serde_urlencoded::to_string([("n", n.to_string()), ("last", last.to_owned())]).unwrap_or_default();
+fn link(path: &str, n: usize, last: &str, ns: Option<&str>) -> String {
+    let mut params = vec![("n", n.to_string()), ("last", last.to_owned())];
+    if let Some(ns) = ns {
+        params.push(("ns", ns.to_owned()));
+    }
+    let q = serde_urlencoded::to_string(params).unwrap_or_default();
     format!("<{path}?{q}>; rel=\"next\"")
 }
 
@@ -33,7 +37,7 @@ pub async fn tags(
     let (tags, more) = reg.tag_list(repo, ns, last.as_deref(), limit).await?;
     let mut hdrs = Vec::new();
     if let (true, Some(t)) = (more && limit > 0, tags.last()) {
-        hdrs.push(("link", link(&format!("/v2/{repo}/tags/list"), limit, t.as_str())));
+        hdrs.push(("link", link(&format!("/v2/{repo}/tags/list"), limit, t.as_str(), ns)));
     }
     Ok(json_response(json!({ "name": repo, "tags": tags }), hdrs, "application/json"))
 }
@@ -43,7 +47,7 @@ pub async fn catalog(reg: &Registry, n: Option<usize>, last: Option<String>) -> 
     let (repos, more) = reg.catalog(last.as_deref(), limit).await?;
     let mut hdrs = Vec::new();
     if let (true, Some(r)) = (more && limit > 0, repos.last()) {
-        hdrs.push(("link", link("/v2/_catalog", limit, r.as_str())));
+        hdrs.push(("link", link("/v2/_catalog", limit, r.as_str(), None)));
     }
     Ok(json_response(json!({ "repositories": repos }), hdrs, "application/json"))
 }

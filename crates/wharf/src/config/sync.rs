@@ -162,8 +162,21 @@ impl SyncConfig {
             issue("concurrency", "must be at least 1".into());
         }
         if let Some(d) = &self.destination {
-            if !(d.url.starts_with("http://") || d.url.starts_with("https://")) {
-                issue("destination.url", format!("{:?} is not an http:// or https:// URL", d.url));
+            match reqwest::Url::parse(&d.url) {
+                Ok(u)
+                    if (u.scheme() == "http" || u.scheme() == "https")
+                        && u.username().is_empty()
+                        && u.password().is_none() => {}
+                _ => issue(
+                    "destination.url",
+                    format!("{:?} is not an http:// or https:// URL without credentials", d.url),
+                ),
+            }
+            if !self.platforms.is_empty() {
+                issue(
+                    "platforms",
+                    "a platform subset cannot be pushed to another registry (it would refuse an index whose children are missing); copy all platforms or sync locally".into(),
+                );
             }
             if let Some(r) = &d.repository {
                 if r.parse::<oci::RepoName>().is_err() {

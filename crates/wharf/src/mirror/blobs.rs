@@ -76,11 +76,18 @@ impl Mirror {
             bump(&up.stats.hits);
             return Ok(Some(MirrorBlob::Local));
         }
-        let key: Key = (route.local.clone(), digest.to_string());
+        let key: Key = (route.local.clone(), format!("b:{digest}"));
         if self.negative_hit(up, &key) {
             return Ok(None);
         }
-        let existing = self.fills.lock().expect("fills lock").get(digest).cloned();
+        let fill_key = (route.upstream, route.remote.clone(), digest.clone());
+        let existing = self.fills.lock().expect("fills lock").get(&fill_key).cloned();
+        if existing.is_none() && self.store.blob_stat(digest).await?.is_some() {
+            // A fill finished between the first look and now.
+            self.store.blob_link(&route.local, digest).await?;
+            bump(&up.stats.hits);
+            return Ok(Some(MirrorBlob::Local));
+        }
         if head && existing.is_none() {
             return match up.client.head_blob(&route.remote, digest).await {
                 Ok(Some(size)) => Ok(Some(MirrorBlob::Head { size })),
@@ -93,7 +100,7 @@ impl Mirror {
         }
         let fill = match existing {
             Some(f) => f,
-            None => self.start_fill(route, digest),
+            None => self.start_fill(route, digest, fill_key),
         };
         let mut rx = fill.state.clone();
         loop {
@@ -111,7 +118,10 @@ impl Mirror {
                     }
                 }
                 FillState::Streaming { .. } => {}
-                FillState::Done => return Ok(Some(MirrorBlob::Local)),
+                FillState::Done => {
+                    self.store.blob_link(&route.local, digest).await?;
+                    return Ok(Some(MirrorBlob::Local));
+                }
                 FillState::NotFound => {
                     self.remember_not_found(up, key);
                     return Ok(None);
@@ -132,9 +142,9 @@ impl Mirror {
         }
     }
 
-    fn start_fill(&self, route: &MirrorRoute, digest: &Digest) -> Arc<Fill> {
+    fn start_fill(&self, route: &MirrorRoute, digest: &Digest, fill_key: (usize, oci::RepoName, Digest)) -> Arc<Fill> {
         let mut fills = self.fills.lock().expect("fills lock");
-        if let Some(f) = fills.get(digest) {
+        if let Some(f) = fills.get(&fill_key) {
             return f.clone();
         }
         let mut r = [0u8; 6];
@@ -142,7 +152,7 @@ impl Mirror {
         let path = self.spool.join(format!("{}.{}.part", digest.hex(), hex::encode(r)));
         let (tx, rx) = watch::channel(FillState::Connecting);
         let fill = Arc::new(Fill { path: path.clone(), state: rx });
-        fills.insert(digest.clone(), fill.clone());
+        fills.insert(fill_key.clone(), fill.clone());
         drop(fills);
         let up = self.upstream(route.upstream);
         bump(&up.stats.blob_fills);
@@ -150,10 +160,9 @@ impl Mirror {
         let mirror = self.self_ref();
         tokio::spawn(async move {
             let m = mirror;
-            let digest = job.digest.clone();
             let outcome = m.run_fill(&job).await;
             // Leave the map before announcing the end, so late arrivals find the blob in the store.
-            m.fills.lock().expect("fills lock").remove(&digest);
+            m.fills.lock().expect("fills lock").remove(&fill_key);
             let _ = std::fs::remove_file(&job.path);
             let _ = job.tx.send(outcome);
         });

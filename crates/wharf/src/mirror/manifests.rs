@@ -49,7 +49,7 @@ impl Mirror {
             bump(&up.stats.hits);
             return Ok(Some(MirrorManifest { digest: d.clone(), manifest: m, warning: None }));
         }
-        let key: Key = (route.local.clone(), d.to_string());
+        let key: Key = (route.local.clone(), format!("m:{d}"));
         if self.negative_hit(up, &key) {
             return Ok(None);
         }
@@ -94,7 +94,11 @@ impl Mirror {
     }
 
     fn mark_checked(&self, key: Key) {
-        self.checked.lock().expect("checked lock").insert(key, Instant::now());
+        let mut map = self.checked.lock().expect("checked lock");
+        if map.len() >= super::MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(key, Instant::now());
     }
 
     async fn cached_tag(
@@ -112,7 +116,7 @@ impl Mirror {
         route: &MirrorRoute,
         tag: &Tag,
     ) -> Result<Option<MirrorManifest>, MirrorError> {
-        let key: Key = (route.local.clone(), tag.to_string());
+        let key: Key = (route.local.clone(), format!("m:{tag}"));
         let hit = |(digest, manifest): (Digest, StoredManifest)| {
             bump(&up.stats.hits);
             Some(MirrorManifest { digest, manifest, warning: None })

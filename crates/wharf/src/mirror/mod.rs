@@ -109,7 +109,12 @@ pub struct UpstreamStatus {
     pub blob_fills: u64,
 }
 
+/// (local repository, what) — `what` is `m:<ref>` for manifests, `b:<digest>` for blobs.
 type Key = (RepoName, String);
+
+/// Bound on each per-process map (negative cache, tag freshness): beyond it the map is emptied, which only
+/// costs a few extra upstream requests.
+const MAX_ENTRIES: usize = 100_000;
 
 /// The pull-through cache over all configured upstreams.
 pub struct Mirror {
@@ -123,7 +128,9 @@ pub struct Mirror {
     negative: Mutex<HashMap<Key, Instant>>,
     /// One lock per (local repo, reference) being fetched or revalidated, so concurrent requests collapse.
     flights: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<()>>>>,
-    fills: Mutex<HashMap<oci::Digest, Arc<blobs::Fill>>>,
+    /// Blob fills in progress, by (upstream, remote repository, digest): a fill answers only for the
+    /// repository it fetches from.
+    fills: Mutex<HashMap<(usize, RepoName, oci::Digest), Arc<blobs::Fill>>>,
     /// Handle to ourselves for the detached fill tasks.
     me: Weak<Mirror>,
 }
@@ -206,6 +213,7 @@ impl Mirror {
         if map.len() > 10_000 {
             map.retain(|_, m| Arc::strong_count(m) > 1);
         }
+        // (a flight is only in the map while someone holds or waits for it, after the retain above)
         map.entry(key.clone()).or_default().clone()
     }
 
@@ -228,9 +236,12 @@ impl Mirror {
         bump(&up.stats.not_found);
         if up.negative_ttl > Duration::ZERO {
             let mut map = self.negative.lock().expect("negative lock");
-            if map.len() > 100_000 {
+            if map.len() >= MAX_ENTRIES {
                 let now = Instant::now();
                 map.retain(|_, until| *until > now);
+                if map.len() >= MAX_ENTRIES {
+                    map.clear();
+                }
             }
             map.insert(key, Instant::now() + up.negative_ttl);
         }

@@ -33,6 +33,12 @@ pub struct MirrorRoute {
     pub ns: Option<String>,
 }
 
+/// The first path component of a host's cache (`registry.local:5000` → `registry.local_5000`): a port
+/// cannot appear in a repository name, an underscore can.
+pub fn cache_host(host: &str) -> String {
+    normalize_registry(host).replace(':', "_")
+}
+
 /// Routing table built from the `[[upstream]]` names.
 #[derive(Debug, Clone, Default)]
 pub struct Router {
@@ -54,7 +60,7 @@ impl Router {
     fn mirror(&self, upstream: usize, remote: &str, ns: Option<String>) -> Option<MirrorRoute> {
         let host = &self.names[upstream];
         let remote: RepoName = normalize_repo(host, remote).parse().ok()?;
-        let local: RepoName = format!("{host}/{remote}").parse().ok()?;
+        let local: RepoName = format!("{}/{remote}", cache_host(host)).parse().ok()?;
         Some(MirrorRoute { upstream, remote, local, ns })
     }
 
@@ -65,7 +71,7 @@ impl Router {
             return self.mirror(i, repo.as_str(), ns.map(str::to_owned)).map(Route::Mirror);
         }
         if let Some((first, rest)) = repo.as_str().split_once('/') {
-            if let Some(i) = self.find(first) {
+            if let Some(i) = self.find(first).or_else(|| self.names.iter().position(|n| cache_host(n) == first)) {
                 return self.mirror(i, rest, None).map(Route::Mirror);
             }
         }
@@ -117,6 +123,17 @@ mod tests {
         assert_eq!(
             router.resolve(&r("pause"), Some("registry.k8s.io")),
             Some(Route::Mirror(mirror(1, "pause", "registry.k8s.io/pause", Some("registry.k8s.io"))))
+        );
+    }
+
+    #[test]
+    fn hosts_with_ports() {
+        let router = Router::new(vec!["registry.local:5000".into()], None);
+        let want = mirror(0, "team/app", "registry.local_5000/team/app", Some("registry.local:5000"));
+        assert_eq!(router.resolve(&r("team/app"), Some("registry.local:5000")), Some(Route::Mirror(want.clone())));
+        assert_eq!(
+            router.resolve(&r("registry.local_5000/team/app"), None),
+            Some(Route::Mirror(MirrorRoute { ns: None, ..want }))
         );
     }
 

@@ -26,11 +26,13 @@ use super::{
 };
 
 /// Chunk size for streaming reads: large enough for near-page-cache speed, small enough to bound memory.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = 128 * 1024;
 /// Blobs up to this size are read in one call instead of through a reader thread.
 const SMALL_BLOB: u64 = 64 * 1024;
 /// Chunks buffered between the network and a writer or reader thread.
 const CHANNEL_DEPTH: usize = 4;
+/// Chunks read ahead of a download: enough to keep the socket busy, few enough to bound memory per client.
+const READ_DEPTH: usize = 2;
 
 /// A directory's mtime when read, and its sorted tags.
 type CachedTags = (std::time::SystemTime, Arc<Vec<Tag>>);
@@ -44,6 +46,8 @@ pub struct FsStore {
     /// Sorted tag names per `_tags` directory, with the directory's mtime when read. Our own tag writes drop
     /// the entry; a changed mtime (another process) makes it stale too.
     tag_cache: Mutex<HashMap<PathBuf, CachedTags>>,
+    /// Bumped by every tag change of ours, so a listing that raced with one is not cached.
+    tag_generation: std::sync::atomic::AtomicU64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
@@ -93,12 +97,30 @@ fn write_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), StoreError> {
             f.write_all(p)?;
         }
         f.sync_all()?;
-        fs::rename(&tmp, path)
+        fs::rename(&tmp, path)?;
+        sync_dir(path)
     })();
     if res.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     res.map_err(io_err(path))
+}
+
+/// Make a rename or creation in `path`'s directory durable.
+fn sync_dir(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
+}
+
+/// Removes a scratch directory when dropped, also when the future using it is cancelled (client gone).
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Move verified bytes into place and make the rename durable.
@@ -223,7 +245,7 @@ fn check(expected: &Digest, size: Option<u64>, got: Digester) -> Result<BlobMeta
 
 /// Stream a file region through a reader thread.
 fn read_stream(path: PathBuf, start: u64, len: u64) -> ByteStream {
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
     tokio::task::spawn_blocking(move || {
         let run = || -> io::Result<()> {
             let mut f = File::open(&path)?;
@@ -258,7 +280,12 @@ impl FsStore {
         let tmp = layout.tmp();
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-        Ok(FsStore { layout, sessions: Mutex::new(HashMap::new()), tag_cache: Mutex::new(HashMap::new()) })
+        Ok(FsStore {
+            layout,
+            sessions: Mutex::new(HashMap::new()),
+            tag_cache: Mutex::new(HashMap::new()),
+            tag_generation: Default::default(),
+        })
     }
 
     fn session(&self, id: &UploadId) -> Arc<tokio::sync::Mutex<Option<Digester>>> {
@@ -270,11 +297,14 @@ impl FsStore {
     }
 
     fn forget_tags(&self, repo: &RepoName) {
-        self.tag_cache.lock().expect("tag cache lock").remove(&self.layout.tags(repo));
+        let mut cache = self.tag_cache.lock().expect("tag cache lock");
+        self.tag_generation.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        cache.remove(&self.layout.tags(repo));
     }
 
     /// All tag names of a repository, sorted, from the cache when the directory has not changed.
     fn sorted_tags(&self, dir: &Path) -> Result<Arc<Vec<Tag>>, StoreError> {
+        let generation = self.tag_generation.load(std::sync::atomic::Ordering::SeqCst);
         let mtime = match fs::metadata(dir) {
             Ok(m) => m.modified().map_err(io_err(dir))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Arc::new(Vec::new())),
@@ -295,6 +325,9 @@ impl FsStore {
         names.sort_unstable();
         let names = Arc::new(names);
         let mut cache = self.tag_cache.lock().expect("tag cache lock");
+        if self.tag_generation.load(std::sync::atomic::Ordering::SeqCst) != generation {
+            return Ok(names); // a tag changed while we listed: correct now, but not worth keeping
+        }
         if cache.len() >= 4096 {
             cache.clear();
         }
@@ -378,6 +411,7 @@ impl ContentStore for FsStore {
     async fn blob_put(&self, expected: &Digest, size: Option<u64>, body: ByteStream) -> Result<BlobMeta, StoreError> {
         let dir = self.layout.tmp().join(UploadId::random().as_str());
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let _scratch = ScratchDir(dir.clone());
         let data = dir.join("data");
         let target = self.layout.blob(expected);
         let exists = target.exists();
@@ -426,7 +460,7 @@ impl ContentStore for FsStore {
             return Ok(());
         }
         create_parent(&path)?;
-        File::create(&path).map(drop).map_err(io_err(&path))
+        File::create(&path).and_then(|f| f.sync_all()).and_then(|()| sync_dir(&path)).map_err(io_err(&path))
     }
 
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {

@@ -28,6 +28,7 @@ use crate::config::sync::{parse_every, SyncConfig};
 use crate::config::upstream::UpstreamConfig;
 use crate::config::Config;
 use crate::history::{self, now_secs, TagEvent};
+use crate::policy::routing::cache_host;
 use crate::policy::tags::{any_match, select, TagPattern, TagSelector};
 use crate::store::ContentStore;
 use crate::transfer::{Bandwidth, Copier, Counters, Destination, PlatformSpec, TransferError};
@@ -112,10 +113,10 @@ impl Syncer {
             let host = normalize_registry(&ucfg.name);
             let remote: RepoName = normalize_repo(&host, &s.repository).parse().map_err(|e| err(format!("{e}")))?;
             let (dest, dest_repo) = match &s.destination {
-                None => (Destination::Local(store.clone()), format!("{host}/{remote}")),
+                None => (Destination::Local(store.clone()), format!("{}/{remote}", cache_host(&host))),
                 Some(d) => (
                     Destination::Remote(destination_client(d).map_err(err)?),
-                    d.repository.clone().unwrap_or_else(|| format!("{host}/{remote}")),
+                    d.repository.clone().unwrap_or_else(|| format!("{}/{remote}", cache_host(&host))),
                 ),
             };
             entries.push(SyncEntry {
@@ -327,7 +328,15 @@ impl Syncer {
         let local = entry.dest.tag_get(&entry.dest_repo, &tag).await?;
         let mut t =
             TagReport { tag: tag_str.into(), digest: Some(upstream_digest.to_string()), ..TagReport::default() };
-        if local.as_ref() == Some(&upstream_digest) {
+        // Locally, "unchanged" needs the pin a completed sync leaves: the mirror may have cached the same
+        // manifest without its layers or other platforms.
+        let complete = match &entry.dest {
+            Destination::Local(store) => {
+                history::pinned(store.as_ref(), &entry.dest_repo, &upstream_digest).await?.is_some()
+            }
+            Destination::Remote(_) => true,
+        };
+        if local.as_ref() == Some(&upstream_digest) && complete {
             t.action = "unchanged".into();
             t.platforms = previous
                 .and_then(|p| p.tags.iter().find(|x| x.tag == tag_str && x.digest == t.digest))
@@ -335,7 +344,7 @@ impl Syncer {
                 .unwrap_or_default();
             return Ok(Outcome::tag(t));
         }
-        if let Some(old) = &local {
+        if let Some(old) = local.as_ref().filter(|old| **old != upstream_digest) {
             if any_match(&entry.immutable, tag_str) {
                 t.action = "conflict".into();
                 t.previous = Some(old.to_string());
@@ -345,21 +354,31 @@ impl Syncer {
                 return Ok(Outcome { tag: Some(t), error: None, conflict: Some(conflict) });
             }
         }
-        t.previous = local.as_ref().map(ToString::to_string);
+        t.previous = local.as_ref().filter(|old| **old != upstream_digest).map(ToString::to_string);
         match mode {
             Mode::DryRun => {
                 t.action = "would-copy".into();
                 return Ok(Outcome::tag(t));
             }
             Mode::Check => {
-                t.action = if local.is_some() { "drift" } else { "missing" }.into();
+                t.action = match &local {
+                    None => "missing",
+                    Some(old) if *old == upstream_digest => "incomplete",
+                    Some(_) => "drift",
+                }
+                .into();
                 return Ok(Outcome::tag(t));
             }
             Mode::Copy => {}
         }
         let (manifest, copied) = copier.copy_tree(&upstream_digest, None).await?;
         entry.dest.tag_put(&entry.dest_repo, &tag, &manifest).await?;
-        t.action = if local.is_some() { "updated" } else { "created" }.into();
+        t.action = match &local {
+            None => "created",
+            Some(old) if *old == upstream_digest => "completed",
+            Some(_) => "updated",
+        }
+        .into();
         t.platforms = copied
             .platforms
             .iter()
@@ -374,7 +393,7 @@ impl Syncer {
                 history::pin(store.as_ref(), &entry.dest_repo, d, &source).await?;
             }
         }
-        if let Some(old) = &local {
+        if let Some(old) = local.as_ref().filter(|old| **old != upstream_digest) {
             tracing::info!(entry = %entry.name, tag = %tag_str, from = %old, to = %upstream_digest, "tag moved upstream; followed");
         }
         Ok(Outcome::tag(t))

@@ -45,7 +45,8 @@ pub struct TagReport {
     pub tag: String,
     /// Digest upstream (what the tag points at after the run, except for conflicts).
     pub digest: Option<String>,
-    /// `created`, `updated`, `unchanged`, `conflict`, `would-copy`, `drift`, `error`.
+    /// `created`, `updated`, `completed` (was cached without everything), `unchanged`, `conflict`, `error`,
+    /// `skipped`; for dry runs `would-copy`; for checks `missing`, `drift`, `incomplete`.
     pub action: String,
     /// The digest before, when it changed (or the kept one in a conflict).
     pub previous: Option<String>,
@@ -83,13 +84,15 @@ impl Report {
 
     /// True when a `--check` run found tags that differ from the upstream.
     pub fn drifted(&self) -> bool {
-        self.tags.iter().any(|t| t.action == "drift" || t.action == "would-copy")
+        self.tags.iter().any(|t| matches!(t.action.as_str(), "drift" | "missing" | "incomplete" | "would-copy"))
     }
 
     /// The store key of an entry's last report.
     pub fn key(entry: &str) -> String {
         let safe: String =
-            entry.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
-        format!("sync/{safe}.json")
+            entry.chars().map(|c| if c.is_ascii_alphanumeric() || "_-".contains(c) { c } else { '_' }).collect();
+        // The readable part can collide (`a/b` and `a_b`); the hash cannot.
+        let hash = oci::Digest::sha256_of(entry.as_bytes());
+        format!("sync/{safe}-{}.json", &hash.hex()[..12])
     }
 }

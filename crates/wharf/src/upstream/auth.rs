@@ -69,6 +69,9 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Most scopes remembered at once (one per repository pulled); beyond it expired tokens go, then all.
+const MAX_TOKENS: usize = 4096;
+
 /// Tokens by scope, with their expiry.
 #[derive(Default)]
 pub struct TokenCache {
@@ -85,10 +88,15 @@ impl TokenCache {
     /// Remember a token; it is dropped a little before the registry would expire it.
     pub fn put(&self, scope: &str, token: String, expires_in: Duration) {
         let margin = Duration::from_secs(10).min(expires_in / 2);
-        self.tokens
-            .lock()
-            .expect("token cache lock")
-            .insert(scope.to_owned(), (token, Instant::now() + expires_in - margin));
+        let mut map = self.tokens.lock().expect("token cache lock");
+        if map.len() >= MAX_TOKENS {
+            let now = Instant::now();
+            map.retain(|_, (_, exp)| *exp > now);
+            if map.len() >= MAX_TOKENS {
+                map.clear();
+            }
+        }
+        map.insert(scope.to_owned(), (token, Instant::now() + expires_in - margin));
     }
 
     /// Forget a token the registry rejected.

@@ -23,7 +23,9 @@ pub struct Health {
 struct State {
     failures: u32,
     open_until: Option<Instant>,
-    probing: bool,
+    /// When the current probe started; a probe that never reports (its request was dropped) expires after
+    /// another interval, so the circuit cannot stay open for good.
+    probing: Option<Instant>,
     last_error: Option<String>,
     last_success: Option<Instant>,
 }
@@ -44,7 +46,7 @@ impl Breaker {
             state: Mutex::new(State {
                 failures: 0,
                 open_until: None,
-                probing: false,
+                probing: None,
                 last_error: None,
                 last_success: None,
             }),
@@ -56,9 +58,9 @@ impl Breaker {
         let mut s = self.state.lock().expect("breaker lock");
         match s.open_until {
             Some(until) if until > Instant::now() => Err(until - Instant::now()),
-            Some(_) if s.probing => Err(Duration::ZERO),
+            Some(_) if s.probing.is_some_and(|t| t.elapsed() < self.open_for) => Err(Duration::ZERO),
             Some(_) => {
-                s.probing = true;
+                s.probing = Some(Instant::now());
                 Ok(())
             }
             None => Ok(()),
@@ -70,7 +72,7 @@ impl Breaker {
         let mut s = self.state.lock().expect("breaker lock");
         s.failures = 0;
         s.open_until = None;
-        s.probing = false;
+        s.probing = None;
         s.last_success = Some(Instant::now());
     }
 
@@ -79,7 +81,7 @@ impl Breaker {
         let mut s = self.state.lock().expect("breaker lock");
         s.failures = s.failures.saturating_add(1);
         s.last_error = Some(why.to_owned());
-        s.probing = false;
+        s.probing = None;
         if s.failures >= self.threshold {
             s.open_until = Some(Instant::now() + self.open_for);
         }
@@ -93,7 +95,7 @@ impl Breaker {
         Health {
             state: if open.is_some() {
                 "open"
-            } else if s.probing || s.open_until.is_some() {
+            } else if s.probing.is_some() || s.open_until.is_some() {
                 "probing"
             } else {
                 "closed"
@@ -129,5 +131,17 @@ mod tests {
         b.success();
         assert!(b.allow().is_ok() && b.allow().is_ok());
         assert_eq!(b.health().state, "closed");
+    }
+
+    #[test]
+    fn an_abandoned_probe_expires() {
+        let b = Breaker::new(1, Duration::from_millis(40));
+        b.failure("down");
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(b.allow().is_ok(), "probe");
+        // the probe's request is dropped: neither success nor failure is reported
+        assert!(b.allow().is_err());
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(b.allow().is_ok(), "a new probe after another interval");
     }
 }

@@ -111,6 +111,8 @@ pub struct Upstream {
     tokens: TokenCache,
     wants_basic: AtomicBool,
     limit: Arc<Semaphore>,
+    /// Blob streams have their own slots, so long downloads never starve manifest requests.
+    blob_limit: Arc<Semaphore>,
     breaker: Breaker,
     timeout: Duration,
     max_attempts: u32,
@@ -128,6 +130,18 @@ impl std::fmt::Debug for Upstream {
 
 fn header_str(h: &HeaderMap, name: impl reqwest::header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Same scheme, host and port.
+fn same_origin(a: &str, b: &str) -> bool {
+    match (reqwest::Url::parse(a), reqwest::Url::parse(b)) {
+        (Ok(a), Ok(b)) => {
+            a.scheme() == b.scheme()
+                && a.host_str() == b.host_str()
+                && a.port_or_known_default() == b.port_or_known_default()
+        }
+        _ => false,
+    }
 }
 
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
@@ -160,6 +174,7 @@ impl Upstream {
             tokens: TokenCache::default(),
             wants_basic: AtomicBool::new(false),
             limit: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
+            blob_limit: Arc::new(Semaphore::new(cfg.max_concurrent.max(1))),
             breaker: Breaker::new(cfg.breaker_threshold, Duration::from_secs(cfg.breaker_open_secs)),
             timeout: Duration::from_secs(cfg.timeout_secs),
             max_attempts: cfg.max_attempts.max(1),
@@ -200,6 +215,12 @@ impl Upstream {
     }
 
     async fn fetch_token(&self, realm: &str, service: Option<&str>, scope: &str) -> Result<(), UpstreamError> {
+        if self.base.starts_with("https://") && !realm.starts_with("https://") {
+            return Err(UpstreamError::Denied {
+                status: 401,
+                message: format!("refusing to send credentials to the non-TLS token realm {realm}"),
+            });
+        }
         let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
         if let Some(s) = service {
             q.push(("service", s));
@@ -298,7 +319,13 @@ impl Upstream {
                         self.tokens.forget(&scope);
                         // Ask for our own pull scope under our cache key; registries echo what we ask.
                         let want = asked.filter(|s| s.contains(repo.as_str())).unwrap_or_else(|| scope.clone());
-                        self.fetch_token(&realm, service.as_deref(), &want).await?;
+                        if let Err(e) = self.fetch_token(&realm, service.as_deref(), &want).await {
+                            match &e {
+                                UpstreamError::Unavailable(why) => self.breaker.failure(why),
+                                _ => self.breaker.success(),
+                            }
+                            return Err(e);
+                        }
                         if want != scope {
                             if let Some(t) = self.tokens.get(&want) {
                                 self.tokens.put(&scope, t, Duration::from_secs(50));
@@ -421,7 +448,7 @@ impl Upstream {
 
     /// `GET` a blob as a stream. The bytes are NOT verified here: the caller hashes while storing.
     pub async fn get_blob(&self, repo: &RepoName, digest: &Digest) -> Result<BlobResponse, UpstreamError> {
-        let permit = self.limit.clone().acquire_owned().await.expect("semaphore never closed");
+        let permit = self.blob_limit.clone().acquire_owned().await.expect("semaphore never closed");
         let path = format!("/v2/{repo}/blobs/{digest}");
         let resp = self.send(Method::GET, &path, repo, None, false).await?;
         match resp.status() {
@@ -450,7 +477,8 @@ impl Upstream {
                 resp.json().await.map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
             return Ok(index.manifests);
         }
-        if resp.status() != StatusCode::NOT_FOUND {
+        // 404 (no such API), and the 400/405/501 some registries answer for unknown routes: use the tag schema.
+        if !matches!(resp.status().as_u16(), 400 | 404 | 405 | 501) {
             return Err(UpstreamError::Invalid(format!("HTTP {} for GET {path}", resp.status())));
         }
         let fallback: oci::Tag = format!("{}-{}", digest.algorithm(), digest.hex()).parse().expect("valid tag");
@@ -494,7 +522,9 @@ impl Upstream {
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, size)
             .body(reqwest::Body::wrap_stream(body));
-        if let Some(t) = self.tokens.get(&format!("repository:{repo}:pull,push")) {
+        if !same_origin(&self.base, &url) {
+            // Credentials stay with the registry they were configured for.
+        } else if let Some(t) = self.tokens.get(&format!("repository:{repo}:pull,push")) {
             req = req.bearer_auth(t);
         } else if let (true, Some((u, p))) = (self.wants_basic.load(Ordering::Relaxed), &self.creds) {
             req = req.basic_auth(u, Some(p));
@@ -556,7 +586,11 @@ impl Upstream {
             out.extend(page.tags.unwrap_or_default());
             match next {
                 Some(n) if n.starts_with("/v2/") => path = n,
-                Some(n) if n.starts_with(&self.base) => path = n[self.base.len()..].to_owned(),
+                Some(n) if same_origin(&self.base, &n) => {
+                    path = reqwest::Url::parse(&n)
+                        .map(|u| format!("{}?{}", u.path(), u.query().unwrap_or("")))
+                        .unwrap_or_default()
+                }
                 _ => return Ok(out),
             }
         }
@@ -574,6 +608,14 @@ mod unit {
         assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
         h.insert(RETRY_AFTER, "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap());
         assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn origins() {
+        assert!(same_origin("https://reg.example.com", "https://reg.example.com:443/v2/x?n=1"));
+        assert!(!same_origin("https://reg.example.com", "https://reg.example.com.evil.net/v2/x"));
+        assert!(!same_origin("https://reg.example.com", "http://reg.example.com/v2/x"));
+        assert!(!same_origin("http://127.0.0.1:5000", "http://127.0.0.1:5001/x"));
     }
 
     #[test]

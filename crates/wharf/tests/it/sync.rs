@@ -483,3 +483,36 @@ fn config_check_names_every_sync_problem() {
         assert!(err.contains(key), "{key} not named in: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_completes_what_the_mirror_cached_only_in_part() {
+    let hub = Server::start();
+    let img = multi_arch(190, &PLATFORMS[..4], false, 2_000);
+    img.push(&hub.client(), "library/part", "v1").await;
+    let ws = Workspace::new(&format!(
+        "[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n\n[[sync]]\nupstream = \"docker.io\"\nrepository = \"part\"\ntags = [\"v1\"]\n",
+        hub.url
+    ));
+    {
+        // A node pulls one platform's manifest through the mirror: index and tag cached, no layers.
+        let mirror = ws.serve();
+        let c = mirror.client();
+        assert_eq!(c.get("/v2/library/part/manifests/v1?ns=docker.io").await.status, 200);
+        assert_eq!(
+            c.get(&format!("/v2/library/part/manifests/{}?ns=docker.io", img.manifests[0].digest)).await.status,
+            200
+        );
+    }
+    assert!(!ws.blob_exists(&img.blobs[0].digest));
+    let out = tokio::task::block_in_place(|| ws.sync(&["--check"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("incomplete"), "{}", text(&out));
+    let out = tokio::task::block_in_place(|| ws.sync(&[]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("completed"), "{}", text(&out));
+    for b in &img.blobs {
+        assert!(ws.blob_exists(&b.digest), "{} missing after sync", b.digest);
+    }
+    let out = tokio::task::block_in_place(|| ws.sync(&[]));
+    assert!(text(&out).contains("unchanged"), "{}", text(&out));
+}
