@@ -148,16 +148,18 @@ impl Mirror {
                 )),
             })
         };
+        // An upstream failure: the cached copy, stale, if there is one.
+        let outage = |e: UpstreamError, cached: Option<(Digest, StoredManifest)>| {
+            let msg = e.to_string();
+            let err = self.upstream_error(up, e);
+            match cached {
+                Some(c) => Ok(stale(msg, c)),
+                None => Err(err),
+            }
+        };
         let head = match up.client.head_manifest(&route.remote, &RefSpec::Tag(tag.clone())).await {
             Ok(h) => h,
-            Err(e) => {
-                let msg = e.to_string();
-                let err = self.upstream_error(up, e);
-                return match cached {
-                    Some(c) => Ok(stale(msg, c)),
-                    None => Err(err),
-                };
-            }
+            Err(e) => return outage(e, cached),
         };
         let Some(head) = head else {
             return match cached {
@@ -177,14 +179,7 @@ impl Mirror {
             Some(m) => MirrorManifest { digest: head.digest.clone(), manifest: m, warning: None },
             None => match up.client.get_manifest(&route.remote, &RefSpec::Digest(head.digest.clone())).await {
                 Ok(m) => self.keep(route, m).await?,
-                Err(e) => {
-                    let msg = e.to_string();
-                    let err = self.upstream_error(up, e);
-                    return match cached {
-                        Some(c) => Ok(stale(msg, c)),
-                        None => Err(err),
-                    };
-                }
+                Err(e) => return outage(e, cached),
             },
         };
         if let Some((old, _)) = &cached {
