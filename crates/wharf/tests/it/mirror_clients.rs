@@ -33,7 +33,7 @@ async fn pull_all(mirror: &Server, repo: &str, query: &str, img: &Image) {
 
 #[tokio::test]
 async fn mirrors_a_distribution_registry_that_requires_basic_auth() {
-    let dist = Distribution::start(DistributionOpts { basic_auth: true, proxy: None });
+    let dist = Distribution::start(DistributionOpts { basic_auth: true, ..Default::default() });
     let img = multi_arch(61, &PLATFORMS[..4], false, 20_000);
     push_image(&dist.client(), &img, "team/tool", "v1").await;
     let dir = tempfile::tempdir().unwrap();
@@ -140,4 +140,33 @@ async fn containerd_pulls_through_the_mirror_and_keeps_pulling_when_upstreams_ar
     assert!(!out.success, "a never-cached image cannot be pulled with the upstream gone");
     let r = mirror.client().get("/v2/library/never/manifests/v1?ns=docker.io").await;
     assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "UNAVAILABLE"));
+}
+
+#[tokio::test]
+async fn mirrors_an_https_upstream_signed_by_a_configured_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = crate::external::distribution::test_ca(certs.path());
+    let dist = Distribution::start(DistributionOpts { tls: Some((cert, key)), ..Default::default() });
+    assert!(dist.url.starts_with("https://"));
+    let img = multi_arch(65, &PLATFORMS[..2], false, 5_000);
+    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    push_image(&crate::common::Client { base: dist.url.clone(), http }, &img, "team/secure", "v1").await;
+
+    let trusted = Server::start_config(&format!(
+        "[[upstream]]\nname = \"secure.io\"\nurl = \"{}\"\nca_file = \"{}\"\n",
+        dist.url,
+        ca.display()
+    ));
+    pull_all(&trusted, "secure.io/team/secure", "", &img).await;
+
+    // Without the CA the certificate is refused: a clear upstream error, nothing served.
+    let untrusted = Server::start_config(&format!("[[upstream]]\nname = \"secure.io\"\nurl = \"{}\"\n", dist.url));
+    let r = untrusted.client().get("/v2/secure.io/team/secure/manifests/v1").await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (503, "UNAVAILABLE"), "{:?}", r.body);
+    // insecure_skip_verify is the explicit escape hatch.
+    let skip = Server::start_config(&format!(
+        "[[upstream]]\nname = \"secure.io\"\nurl = \"{}\"\ninsecure_skip_verify = true\n",
+        dist.url
+    ));
+    pull_all(&skip, "secure.io/team/secure", "", &img).await;
 }

@@ -40,6 +40,8 @@ pub struct DistributionOpts {
     pub basic_auth: bool,
     /// Run as a pull-through cache of this registry (distribution then refuses pushes).
     pub proxy: Option<Remote>,
+    /// Serve HTTPS with this certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A running `docker-registry serve`; killed when dropped.
@@ -85,7 +87,8 @@ impl Distribution {
             let expect = format!("{MARKER_HEADER}: {marker}");
             wait_until("docker-registry", &mut child.0, &log_path, Duration::from_secs(20), || {
                 // 401 when auth is on, 200 otherwise.
-                if let Some((200 | 401, head)) = http_probe(&addr, "/v2/") {
+                let probe = if opts.tls.is_some() { https_probe(&addr) } else { http_probe(&addr, "/v2/") };
+                if let Some((200 | 401, head)) = probe {
                     if head.contains(&expect) {
                         return true;
                     }
@@ -96,9 +99,10 @@ impl Distribution {
             if in_use {
                 continue;
             }
+            let scheme = if opts.tls.is_some() { "https" } else { "http" };
             return Distribution {
                 _child: child,
-                url: format!("http://{addr}"),
+                url: format!("{scheme}://{addr}"),
                 addr,
                 opts,
                 log_path,
@@ -124,6 +128,61 @@ impl Distribution {
     }
 }
 
+/// `curl -k` the TLS endpoint: status and lower-cased response head.
+fn https_probe(addr: &str) -> Option<(u16, String)> {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "2", "-D", "-", "-o", "/dev/null", &format!("https://{addr}/v2/")])
+        .output()
+        .ok()?;
+    let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, head))
+}
+
+/// A throw-away CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI:
+/// returns (CA PEM, server certificate PEM, server key PEM), all inside `dir`.
+pub fn test_ca(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = require_tool("openssl", "openssl").args(args).current_dir(dir).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=wharf-test-ca",
+    ]);
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=127.0.0.1"]);
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("srv.pem"), dir.join("srv.key"))
+}
+
 /// Response header (lower case) naming the instance, so readiness polling knows it reached this registry.
 const MARKER_HEADER: &str = "x-wharf-test-instance";
 
@@ -140,6 +199,13 @@ fn config_yaml(opts: &DistributionOpts, addr: &str, dir: &std::path::Path, marke
         addr = q(addr),
         marker = q(marker),
     );
+    if let Some((cert, key)) = &opts.tls {
+        y += &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            q(&cert.to_string_lossy()),
+            q(&key.to_string_lossy())
+        );
+    }
     if opts.basic_auth {
         let htpasswd = dir.join("htpasswd");
         std::fs::write(&htpasswd, format!("{HTPASSWD}\n")).unwrap();
@@ -203,7 +269,7 @@ async fn distribution_with_basic_auth_takes_a_push_and_serves_it_back() {
     up.push(&wharf.client(), "ext/cached", "v1").await;
     let front = TokenProxy::start(&wharf.url, Some(USER), Some(PASSWORD));
     let remote = Remote { url: front.url.clone(), username: Some(USER.into()), password: Some(PASSWORD.into()) };
-    let cache = Distribution::start(DistributionOpts { basic_auth: false, proxy: Some(remote) });
+    let cache = Distribution::start(DistributionOpts { proxy: Some(remote), ..Default::default() });
     let cc = cache.client();
     let r =
         cc.req(reqwest::Method::GET, "/v2/ext/cached/manifests/v1", &[("accept", &up.index.media_type)], None).await;
