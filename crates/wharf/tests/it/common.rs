@@ -45,11 +45,16 @@ impl Server {
 
     /// Start with a fresh temp data dir and this TOML configuration.
     pub fn start_config(toml: &str) -> Server {
+        Server::start_config_env(toml, &[])
+    }
+
+    /// [`Server::start_config`] with extra environment variables.
+    pub fn start_config_env(toml: &str, env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("wharf.toml");
         std::fs::write(&cfg, toml).unwrap();
         let data = dir.path().join("data");
-        let mut s = Server::start_with(&data, &["--config", cfg.to_str().unwrap()]);
+        let mut s = Server::start_env(&data, &["--config", cfg.to_str().unwrap()], env);
         s._dir = Some(dir);
         s
     }
@@ -66,7 +71,13 @@ impl Server {
 
     /// Start on `data_dir` with extra arguments after `serve`.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Server::start_env(data_dir, extra, &[])
+    }
+
+    /// [`Server::start_with`] with extra environment variables.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(wharf_bin());
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)

@@ -170,3 +170,35 @@ async fn mirrors_an_https_upstream_signed_by_a_configured_ca() {
     ));
     pull_all(&skip, "secure.io/team/secure", "", &img).await;
 }
+
+#[tokio::test]
+async fn upstream_requests_go_through_http_proxy_unless_no_proxy() {
+    let origin = Server::start();
+    let img = multi_arch(66, &PLATFORMS[..2], false, 5_000);
+    img.push(&origin.client(), "team/proxied", "v1").await;
+    // A forward proxy that sends everything to the origin: the upstream's host name does not even resolve,
+    // so a pull can only work through the proxy.
+    let proxy = TokenProxy::start(&origin.url, None, None);
+    let config =
+        "[[upstream]]\nname = \"corp.example\"\nurl = \"http://registry.corp.invalid\"\nbreaker_threshold = 100\n";
+    let via = Server::start_config_env(config, &[("HTTP_PROXY", &proxy.url), ("http_proxy", &proxy.url)]);
+    pull_all(&via, "corp.example/team/proxied", "", &img).await;
+    assert!(
+        proxy.stats.forwarded().iter().any(|l| l.contains("/v2/team/proxied/manifests/")),
+        "went through the proxy"
+    );
+
+    let bypass = Server::start_config_env(
+        config,
+        &[
+            ("HTTP_PROXY", &proxy.url),
+            ("http_proxy", &proxy.url),
+            ("NO_PROXY", "registry.corp.invalid"),
+            ("no_proxy", "registry.corp.invalid"),
+        ],
+    );
+    let before = proxy.stats.forwarded().len();
+    let r = bypass.client().get("/v2/corp.example/team/proxied/manifests/v1").await;
+    assert_eq!(r.status, 503, "NO_PROXY sends it direct, where the name does not resolve");
+    assert_eq!(proxy.stats.forwarded().len(), before);
+}
