@@ -25,11 +25,26 @@ fn lower_layers_do_not_import_higher_ones() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     // module → modules it must never import
     let rules: &[(&str, &[&str])] = &[
-        ("store", &["api", "service", "app", "cli", "config"]),
-        ("service", &["api", "app", "cli"]),
-        ("api", &["app", "cli", "store::fs", "store::memory"]),
-        ("config", &["api", "service", "store", "app", "cli"]),
+        ("store", &["api", "service", "app", "cli", "mirror", "upstream", "sync", "transfer"]),
+        ("upstream", &["api", "service", "app", "cli", "store", "mirror", "sync", "transfer"]),
+        ("mirror", &["api", "service", "app", "cli", "sync"]),
+        ("service", &["api", "app", "cli", "sync"]),
+        ("sync", &["api", "service", "app", "cli", "mirror"]),
+        ("policy", &["api", "service", "app", "cli", "store", "upstream", "mirror", "sync"]),
+        ("api", &["app", "cli", "store::fs", "store::memory", "upstream::auth"]),
+        ("config", &["api", "service", "store", "app", "cli", "mirror", "sync"]),
     ];
+    for (file, forbidden) in
+        [("transfer.rs", ["api", "service", "mirror", "sync"]), ("history.rs", ["api", "service", "mirror", "sync"])]
+    {
+        let text = std::fs::read_to_string(src.join(file)).unwrap();
+        for f in forbidden {
+            assert!(
+                !text.contains(&format!("use crate::{f}")),
+                "{file} imports crate::{f}, which the layer rule forbids"
+            );
+        }
+    }
     for (module, forbidden) in rules {
         for (file, target) in imports(&src.join(module)) {
             for f in *forbidden {
