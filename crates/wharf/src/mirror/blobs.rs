@@ -45,7 +45,13 @@ pub enum MirrorBlob {
 #[derive(Clone, Debug)]
 pub(super) enum FillState {
     Connecting,
-    Streaming { size: Option<u64>, written: u64 },
+    Streaming {
+        size: Option<u64>,
+        written: u64,
+    },
+    /// Every byte is in the spool file and the digest checked out: followers may finish; the move into the
+    /// store happens next, off the clients' critical path.
+    Verified,
     Done,
     NotFound,
     Failed(String),
@@ -117,7 +123,7 @@ impl Mirror {
                         return Ok(Some(MirrorBlob::Streaming { size, body }));
                     }
                 }
-                FillState::Streaming { .. } => {}
+                FillState::Streaming { .. } | FillState::Verified => {}
                 FillState::Done => {
                     self.store.blob_link(&route.local, digest).await?;
                     return Ok(Some(MirrorBlob::Local));
@@ -181,7 +187,9 @@ impl Mirror {
         };
         bump(&up.stats.misses);
         match self.spool_and_verify(up, job, resp.size, resp.body).await {
-            Ok(()) => {}
+            Ok(()) => {
+                let _ = job.tx.send(FillState::Verified);
+            }
             Err(why) => {
                 tracing::error!(upstream = %up.client.name, repo = %job.route.remote, digest = %job.digest, reason = %why, "blob fill failed");
                 return FillState::Failed(why);
@@ -217,8 +225,7 @@ impl Mirror {
                 h.update(&chunk);
                 let _ = tx.send(FillState::Streaming { size, written: h.len() });
             }
-            file.sync_data()?;
-            Ok(h)
+            Ok(h) // durability comes with the move into the store (fsync before rename)
         });
         let mut failure = None;
         while let Some(item) = body.next().await {
@@ -278,7 +285,7 @@ fn follow(file: tokio::fs::File, state: watch::Receiver<FillState>, size: u64) -
                 // The last byte is held back until the digest is verified, so a client can never receive a
                 // complete body of unverified content.
                 FillState::Streaming { written, .. } => (*written).min(r.size.saturating_sub(1)),
-                FillState::Done => r.size,
+                FillState::Verified | FillState::Done => r.size,
                 FillState::Failed(why) => {
                     r.done = true;
                     return Some((Err(io::Error::other(why.clone())), r));
@@ -304,7 +311,7 @@ fn follow(file: tokio::fs::File, state: watch::Receiver<FillState>, size: u64) -
                     }
                 };
             }
-            if matches!(st, FillState::Done) && r.pos >= r.size {
+            if matches!(st, FillState::Verified | FillState::Done) && r.pos >= r.size {
                 return None;
             }
             if r.state.changed().await.is_err() {
