@@ -51,19 +51,17 @@ pub fn run(settings: Settings, mode: Mode, only: Option<String>, progress: bool)
     rt.block_on(async move {
         let core = Core::build(&settings)?;
         let progress = Progress::new(progress);
+        let reports = match &only {
+            None => core.syncer.run_all(mode, &progress).await,
+            Some(name) => match core.syncer.entries().iter().find(|e| e.name == *name) {
+                Some(entry) => vec![core.syncer.run(entry, mode, &progress).await],
+                None => return Err(format!("no [[sync]] entry named {name:?}").into()),
+            },
+        };
         let mut failed = false;
-        let mut matched = false;
-        for entry in core.syncer.entries() {
-            if only.as_ref().is_some_and(|n| *n != entry.name) {
-                continue;
-            }
-            matched = true;
-            let r = core.syncer.run(entry, mode, &progress).await;
-            print(&r);
+        for r in &reports {
+            print(r);
             failed |= r.failed() || (mode == Mode::Check && r.drifted());
-        }
-        if !matched {
-            return Err(format!("no [[sync]] entry named {:?}", only.unwrap_or_default()).into());
         }
         Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
     })

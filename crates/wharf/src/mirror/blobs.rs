@@ -220,10 +220,13 @@ impl Mirror {
         let writer = tokio::task::spawn_blocking(move || -> io::Result<Digester> {
             let mut file = file;
             let mut h = Digester::new(algo);
+            let mut written = 0u64;
             while let Some(chunk) = chunks_rx.blocking_recv() {
                 file.write_all(&chunk)?;
+                written += chunk.len() as u64;
+                // Followers may read these bytes while they are hashed (the last one waits for the digest).
+                let _ = tx.send(FillState::Streaming { size, written });
                 h.update(&chunk);
-                let _ = tx.send(FillState::Streaming { size, written: h.len() });
             }
             Ok(h) // durability comes with the move into the store (fsync before rename)
         });

@@ -460,7 +460,8 @@ impl ContentStore for FsStore {
             return Ok(());
         }
         create_parent(&path)?;
-        File::create(&path).and_then(|f| f.sync_all()).and_then(|()| sync_dir(&path)).map_err(io_err(&path))
+        // An empty file has no data to flush; the directory entry is what must be durable.
+        File::create(&path).and_then(|_| sync_dir(&path)).map_err(io_err(&path))
     }
 
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError> {

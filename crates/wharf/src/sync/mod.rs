@@ -34,6 +34,9 @@ use crate::store::ContentStore;
 use crate::transfer::{Bandwidth, Copier, Counters, Destination, PlatformSpec, TransferError};
 use crate::upstream::{Upstream, UpstreamError};
 
+/// Entries synced at the same time by [`Syncer::run_all`].
+const ENTRIES_AT_ONCE: usize = 4;
+
 /// How a run treats differences.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -152,13 +155,10 @@ impl Syncer {
         &self.entries
     }
 
-    /// Run every entry once, one after the other.
+    /// Run every entry once, a few at a time (each upstream's own limits still apply); reports in entry order.
     pub async fn run_all(&self, mode: Mode, progress: &Progress) -> Vec<Report> {
-        let mut out = Vec::new();
-        for e in &self.entries {
-            out.push(self.run(e, mode, progress).await);
-        }
-        out
+        let runs: Vec<_> = self.entries.iter().map(|e| self.run(e, mode, progress)).collect();
+        futures_util::stream::iter(runs).buffered(ENTRIES_AT_ONCE).collect().await
     }
 
     /// The last stored report of every entry.
