@@ -3,12 +3,15 @@
 # loopback, with the machine's ceilings (openssl SHA-256, nginx sendfile)
 # measured in the same run.  See bench/README.md.
 #
-#   bash bench/run.sh            full run (~10 min + the wharf build)
-#   bash bench/run.sh --quick    smoke run (2 s per load scenario, 64 MiB blobs)
+#   bash bench/run.sh            full run (~12 min + the wharf build)
+#   bash bench/run.sh --quick    smoke run (2 s per load scenario, 64 MiB blobs,
+#                                32 MiB mirror image, small sync set)
 #
 # Other options:
 #   --no-build           don't run cargo; use $WHARF_BIN or $CARGO_TARGET_DIR/release/wharf
-#   --only NAME          benchmark only one registry (wharf | distribution)
+#   --only NAME          benchmark only one registry (wharf | distribution); the
+#                        mirror/sync sections then skip the other column
+#   --sections LIST      comma-separated subset of registry,mirror,sync (default all)
 #   --keep               keep the temp dir (data, logs) for inspection
 #   --wait-idle SECS     before measuring, wait up to SECS for the machine to be
 #                        idle (< 15 % CPU busy over 2 s), e.g. while cargo builds
@@ -28,7 +31,7 @@ LIB=$BENCH_DIR/lib
 RESULTS_DIR=$BENCH_DIR/results
 REGCLIENT=(python3 "$LIB/regclient.py")
 
-QUICK=0 DO_BUILD=1 KEEP=0 ONLY="" WAIT_IDLE=0
+QUICK=0 DO_BUILD=1 KEEP=0 ONLY="" SECTIONS=registry,mirror,sync WAIT_IDLE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -38,7 +41,9 @@ while [ $# -gt 0 ]; do
                  [[ $WAIT_IDLE =~ ^[0-9]+$ ]] || { echo "--wait-idle takes seconds" >&2; exit 2; } ;;
     --only) ONLY=${2:-}; shift
             case $ONLY in wharf|distribution) ;; *) echo "--only takes wharf or distribution" >&2; exit 2 ;; esac ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --sections) SECTIONS=${2:-}; shift
+                for s in ${SECTIONS//,/ }; do case $s in registry|mirror|sync) ;; *) echo "--sections takes registry,mirror,sync" >&2; exit 2 ;; esac; done ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
@@ -51,8 +56,10 @@ MiB=$((1024 * 1024))
 CHUNK_BYTES=$((16 * MiB))
 if [ "$QUICK" = 1 ]; then
   MODE=quick BIG_REPEAT=1 LOAD_SECS=2 BIG_BYTES=$((64 * MiB)) PUSH_BYTES=$((64 * MiB)) TAG_COUNT=1000 OPENSSL_SECS=1
+  MIRROR_LAYER_BYTES=3M-4M MIRROR_REPS=3 SYNC_LAYER_BYTES=128K-512K
 else
   MODE=full BIG_REPEAT=3 LOAD_SECS=10 BIG_BYTES=$((1024 * MiB)) PUSH_BYTES=$((256 * MiB)) TAG_COUNT=10000 OPENSSL_SECS=3
+  MIRROR_LAYER_BYTES=24M-32M MIRROR_REPS=5 SYNC_LAYER_BYTES=1M-4M
 fi
 TAGLIST_ITER=20
 CURL_MAX=600
@@ -264,22 +271,7 @@ start_wharf() {
 start_distribution() {
   local port dir=$WORK/distribution-data cfg=$WORK/distribution.yml
   mkdir -p "$dir"; port=$(free_port)
-  cat >"$cfg" <<EOF
-version: 0.1
-log:
-  level: error
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $dir
-  cache:
-    blobdescriptor: inmemory
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:$port
-EOF
+  dist_config "$cfg" "$dir" "$port"
   LOGF[distribution]=$WORK/distribution.log
   docker-registry serve "$cfg" 2>"${LOGF[distribution]}" >&2 &
   PID[distribution]=$!; STARTED_PIDS+=("$!"); BASE[distribution]=http://127.0.0.1:$port
@@ -288,6 +280,29 @@ EOF
     problem distribution "${DEAD[distribution]}: $(tail -n 5 "${LOGF[distribution]}" | tr '\n' ' ')"
     kill_tree "${PID[distribution]}"; PID[distribution]=""
   fi
+}
+
+# dist_config FILE ROOTDIR PORT [PROXY-REMOTEURL]: docker-registry config.yml
+# (proxy mode when a remote URL is given: a pull-through cache of one upstream)
+dist_config() {
+  cat >"$1" <<EOF
+version: 0.1
+log:
+  level: error
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $2
+  cache:
+    blobdescriptor: inmemory
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$3
+EOF
+  [ -n "${4:-}" ] && printf 'proxy:\n  remoteurl: %s\n' "$4" >>"$1"
+  return 0
 }
 
 make_test_data() {
@@ -453,13 +468,21 @@ load_test() {
     na "$reg" "precheck $method $path returned $CODE" "${keys[@]}"; return
   fi
   log "[$reg] $key: $tool $method x$conns conns, ${LOAD_SECS}s"
+  # With one connection the result depends on whether the scheduler puts client
+  # and server on the same core (on this VM ~2.5x apart), so pin them to
+  # different cores for that case: server (all threads) on CPU 0, client on CPU 1.
+  local pin=() ncpu; ncpu=$(nproc)
+  if [ "$conns" -eq 1 ] && [ "$ncpu" -ge 2 ] && command -v taskset >/dev/null 2>&1; then
+    taskset -a -p -c 0 "${PID[$reg]}" >/dev/null 2>&1 && pin=(taskset -c 1)
+  fi
   local c0 c1 out requests rps p50 p99 errs
   c0=$(cpu_ticks "${PID[$reg]}")
   if [ "$tool" = wrk ]; then
     local threads=2; [ "$conns" -lt 2 ] && threads=1
-    out=$(WRK_METHOD=$method timeout -k 5 $((LOAD_SECS + 30)) wrk -t"$threads" -c"$conns" -d"${LOAD_SECS}s" \
+    out=$(WRK_METHOD=$method timeout -k 5 $((LOAD_SECS + 30)) "${pin[@]}" wrk -t"$threads" -c"$conns" -d"${LOAD_SECS}s" \
           --timeout 10s -H "Accept: $OCI_MANIFEST" -s "$LIB/wrk-report.lua" "$url" 2>&1)
     c1=$(cpu_ticks "${PID[$reg]}")
+    unpin "$reg" "${#pin[@]}"
     local line; line=$(grep '^WRKRESULT' <<<"$out" | tail -n 1)
     if [ -z "$line" ]; then na "$reg" "wrk produced no result: $(tail -n 3 <<<"$out" | tr '\n' ' ')" "${keys[@]}"; return; fi
     local -A W=(); local kv
@@ -470,9 +493,10 @@ load_test() {
     [ "$errs" -gt 0 ] && problem "$reg" "$key: wrk $method $path: ${W[err_status]} HTTP>=400, ${W[err_connect]} connect, ${W[err_read]} read, ${W[err_write]} write, ${W[err_timeout]} timeout errors of $requests"
   else
     if [ -z "${OHA:-}" ]; then na "$reg" "oha not available" "${keys[@]}"; return; fi
-    out=$(timeout -k 5 $((LOAD_SECS + 30)) "$OHA" -z "${LOAD_SECS}s" -c "$conns" -m "$method" \
+    out=$(timeout -k 5 $((LOAD_SECS + 30)) "${pin[@]}" "$OHA" -z "${LOAD_SECS}s" -c "$conns" -m "$method" \
           -H "Accept: $OCI_MANIFEST" --no-tui --output-format json "$url" 2>"$WORK/oha.err")
     c1=$(cpu_ticks "${PID[$reg]}")
+    unpin "$reg" "${#pin[@]}"
     if ! jq -e .summary <<<"$out" >/dev/null 2>&1; then
       na "$reg" "oha produced no result: $(head -c 300 "$WORK/oha.err")" "${keys[@]}"; return
     fi
@@ -491,6 +515,11 @@ load_test() {
   set_res "$reg" "${key}_p99" "$p99"
   set_res "$reg" "${key}_cpu" "$(calc "($c1 - $c0) / $CLK_TCK * 1e6 / $requests")"
   check_died_during "$reg" "$key"
+}
+
+unpin() {  # reg was-pinned(0|n): give the server all CPUs back
+  [ "$2" -gt 0 ] && taskset -a -p -c "0-$(($(nproc) - 1))" "${PID[$1]}" >/dev/null 2>&1
+  return 0
 }
 
 scenario_manifest_get() {  # reg conns
@@ -684,7 +713,343 @@ run_registry_scenarios() {
   step scenario_push_monolithic "$reg"
   step scenario_push_chunked "$reg"
   step scenario_tags "$reg"
-  # add mirror / sync scenarios here (one scenario_* function each)
+  # mirror and sync scenarios need both servers at once: see scenario_mirror / scenario_sync
+}
+
+# ------------------------------------------------------ mirror and sync ---
+# These need both kinds of server at once plus helpers (an upstream, fresh
+# mirrors), so they run after the per-registry scenarios, each from one
+# function that fills both columns: wharf | distribution (the mirror rows) and
+# wharf sync | skopeo sync (the sync rows).
+
+# start_aux KIND NAME DATADIR [CONFIG-or-REMOTEURL] [RUST_LOG]: start a wharf
+# (KIND=wharf, optional --config file) or a docker-registry (KIND=dist, optional
+# proxy remoteurl) under the key NAME in PID/BASE/LOGF.  Returns 1 on failure.
+start_aux() {
+  local kind=$1 name=$2 dir=$3 extra=${4:-} rlog=${5:-${WHARF_RUST_LOG:-warn}} port
+  mkdir -p "$dir"; port=$(free_port)
+  LOGF[$name]=$WORK/$name.log BASE[$name]=http://127.0.0.1:$port DEAD[$name]=""
+  if [ "$kind" = wharf ]; then
+    local cfg=(); [ -n "$extra" ] && cfg=(--config "$extra")
+    RUST_LOG=$rlog "$WHARF_BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir" "${cfg[@]}" \
+      2>>"${LOGF[$name]}" >&2 &
+  else
+    dist_config "$WORK/$name.yml" "$dir" "$port" "$extra"
+    docker-registry serve "$WORK/$name.yml" 2>>"${LOGF[$name]}" >&2 &
+  fi
+  PID[$name]=$!; STARTED_PIDS+=("$!")
+  if ! wait_http "${BASE[$name]}/v2/" "${PID[$name]}" 30; then
+    DEAD[$name]="$name ($kind) did not answer on /v2/ within 30 s"
+    problem "$name" "${DEAD[$name]}: $(tail -n 5 "${LOGF[$name]}" | tr '\n' ' ' | cut -c1-600)"
+    kill_tree "${PID[$name]}"; PID[$name]=""; return 1
+  fi
+}
+stop_aux() {  # name: stop it and report if it had died on its own
+  local p=${PID[$1]:-}
+  [ -n "$p" ] || return 0
+  if ! alive "$1"; then
+    local rc; wait "$p" 2>/dev/null; rc=$?
+    problem "$1" "server process exited (status $rc) before it was stopped; last log lines: $(tail -n 5 "${LOGF[$1]}" | tr '\n' ' ' | cut -c1-600)"
+  fi
+  kill_tree "$p"; PID[$1]=""
+}
+
+metric() {  # base-url exact-series-name -> value (0 when absent)
+  curl -s --max-time 10 "$1/metrics" | awk -v k="$2" '$1 == k {v = $2} END {print (v == "" ? 0 : v)}'
+}
+BLOB_GET_200='wharf_requests_total{endpoint="blob_get",status="200"}'
+
+# Upstream traffic from a wharf upstream's access log (RUST_LOG=wharf::access=info):
+# log_mark NAME, then after the work upstream_traffic NAME DESC sets UP_GETS
+# (blob GETs answered 200), UP_BYTES (their sizes, from the push description),
+# UP_OTHER (other blob GET statuses, JSON) and UP_JSON.
+declare -A LOG_MARK=()
+log_mark() { LOG_MARK[$1]=$(wc -l <"${LOGF[$1]}"); }
+upstream_traffic() {
+  UP_JSON=$("${REGCLIENT[@]}" access-sum "$2" "${LOGF[$1]}" --from-line "${LOG_MARK[$1]:-0}" 2>>"$WORK/helper.err")
+  UP_GETS=$(jq -r '.blob_get_200 // "n/a"' <<<"$UP_JSON" 2>/dev/null) UP_BYTES=$(jq -r '.blob_get_bytes // "n/a"' <<<"$UP_JSON" 2>/dev/null)
+  UP_OTHER=$(jq -c '.blob_get_other' <<<"$UP_JSON" 2>/dev/null)
+  [ "$(jq -r '.first_other // empty' <<<"$UP_JSON" 2>/dev/null)" ] && NOTES+=("$1: blob GETs not answered 200: $(jq -r '"\(.blob_get_other) first: \(.first_other)"' <<<"$UP_JSON")")
+  return 0
+}
+
+# do_pull LABEL NAME REPO [regclient pull args...]: one timed pull (regclient.py
+# pull); PULL_S = wall seconds, or "" on failure (reported as a problem).
+do_pull() {
+  local label=$1 name=$2 repo=$3 out; shift 3
+  PULL_S=""
+  out=$("${REGCLIENT[@]}" pull "${BASE[$name]}" "$repo" v1 "$@" 2>>"$WORK/helper.err")
+  if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" = true ]; then
+    PULL_S=$(jq -r .seconds <<<"$out")
+  else
+    problem "$label" "pull of $repo:v1 ($*) from $name: $(jq -r '"\(.completed)/\(.clients) pulls complete, \(.problem_count) problem(s), first: \(.problems[0])"' <<<"$out" 2>/dev/null || echo "$out" | cut -c1-300)"
+  fi
+  log "  $label: pull $repo ($*) from $name: ${PULL_S:-failed} s"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2)}'; }
+best() { printf '%s\n' "$@" | sort -g | head -n 1; }   # the fastest of N timings (the VM is noisy: same rule as best_get)
+
+MIRROR_REPO=bench/mirror MIRROR_PLATFORM=linux/amd64 MIRROR_CLIENTS=16
+MIRROR_KEYS=(mirror_direct_s mirror_cold_s mirror_cold_ratio mirror_cold_upstream_x mirror_plain_s mirror_warm_s
+             mirror_warm_ratio mirror_warm_self_ratio mirror_c16_s mirror_c16_upstream_x mirror_c16_fetched_x)
+
+# push_mirror_image NAME: the multi-platform test image (random layers, same
+# layer count and sizes every time thanks to the seed) into NAME as bench/mirror:v1
+push_mirror_image() {
+  local out
+  out=$("${REGCLIENT[@]}" push-multi "${BASE[$1]}" v1 "$WORK/mirror-image.$1.json" --repo "$MIRROR_REPO" \
+        --platforms linux/amd64,linux/arm64 --layers 4-5 --layer-bytes "$MIRROR_LAYER_BYTES" --seed 7 2>>"$WORK/helper.err")
+  if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+    problem "$1" "push of the multi-platform test image: $(jq -r '.problems[0]' <<<"$out" 2>/dev/null || echo "$out")"; return 1
+  fi
+}
+
+# one mirror kind (wharf | distribution): REPS fresh mirrors, each pulled cold
+# then warm; then one fresh mirror pulled by MIRROR_CLIENTS clients at once.
+mirror_kind() {
+  local reg=$1 kind=wharf name=wharf-mirror extra=$WORK/mirror.toml r cold=() warm=() upx=()
+  [ "$reg" = distribution ] && kind=dist name=dist-proxy extra=${BASE[mirror-upstream]}
+  for r in $(seq "$MIRROR_REPS"); do
+    start_aux "$kind" "$name" "$WORK/$name.$r" "$extra" || break
+    log_mark mirror-upstream
+    do_pull "$reg" "$name" "$MIRROR_REPO" --ns docker.io --platform "$MIRROR_PLATFORM"
+    [ -n "$PULL_S" ] && cold+=("$PULL_S")
+    upstream_traffic mirror-upstream "$MIRROR_DESC"
+    num "$UP_BYTES" && upx+=("$(calc "$UP_BYTES / $MIRROR_IMG_BYTES")")
+    if num "$UP_BYTES" && [ "$UP_BYTES" -gt "$MIRROR_IMG_BYTES" ]; then
+      if [ "$reg" = wharf ]; then
+        problem wharf "one cold pull of $MIRROR_REPO:v1 (GET /v2/$MIRROR_REPO/blobs/<digest>?ns=docker.io) through a fresh mirror fetched $UP_BYTES blob bytes ($UP_GETS blob GETs) from the upstream for a $MIRROR_IMG_BYTES-byte image"
+      elif [ "$r" = 1 ]; then
+        NOTES+=("distribution proxy, one cold pull: upstream served $UP_GETS blob GETs = $UP_BYTES bytes for a $MIRROR_IMG_BYTES-byte image ($MIRROR_IMG_BLOBS blobs): distribution 2.8 streams a missing blob to the client and fetches it again to store it")
+      fi
+    fi
+    log_mark mirror-upstream
+    do_pull "$reg" "$name" "$MIRROR_REPO" --ns docker.io --platform "$MIRROR_PLATFORM"
+    [ -n "$PULL_S" ] && warm+=("$PULL_S")
+    upstream_traffic mirror-upstream "$MIRROR_DESC"
+    if num "$UP_GETS" && [ "$UP_GETS" -gt 0 ]; then
+      problem "$reg" "warm pull through the mirror still made $UP_GETS blob GETs upstream ($UP_BYTES bytes)"
+    fi
+    if [ "$r" = "$MIRROR_REPS" ]; then   # untimed: every byte's sha256, through the path-prefix form for wharf
+      local vrepo=$MIRROR_REPO vns=(--ns docker.io); [ "$reg" = wharf ] && vrepo=docker.io/$MIRROR_REPO vns=()
+      do_pull "$reg" "$name" "$vrepo" "${vns[@]}" --platform "$MIRROR_PLATFORM" --verify
+    fi
+    stop_aux "$name"; rm -rf "$WORK/$name.$r"
+  done
+  if [ ${#cold[@]} -gt 0 ]; then
+    set_res "$reg" mirror_cold_s "$(best "${cold[@]}")"
+    set_res "$reg" mirror_cold_upstream_x "$(printf '%s\n' "${upx[@]:-n/a}" | sort -g | tail -n 1)"   # the worst
+    num "${R[wharf.mirror_direct_s]:-}" && set_res "$reg" mirror_cold_ratio "$(calc "${R[$reg.mirror_cold_s]} / ${R[wharf.mirror_direct_s]}")"
+  else na "$reg" "no cold pull through the $kind mirror succeeded (see problems)" mirror_cold_s mirror_cold_ratio mirror_cold_upstream_x; fi
+  if [ ${#warm[@]} -gt 0 ]; then
+    set_res "$reg" mirror_warm_s "$(best "${warm[@]}")"
+    num "${R[wharf.mirror_plain_s]:-}" && set_res "$reg" mirror_warm_ratio "$(calc "${R[$reg.mirror_warm_s]} / ${R[wharf.mirror_plain_s]}")"
+    num "${R[$reg.mirror_plain_s]:-}" && set_res "$reg" mirror_warm_self_ratio "$(calc "${R[$reg.mirror_warm_s]} / ${R[$reg.mirror_plain_s]}")"
+  else na "$reg" "no warm pull through the $kind mirror succeeded (see problems)" mirror_warm_s mirror_warm_ratio mirror_warm_self_ratio; fi
+
+  log "[$reg] $MIRROR_CLIENTS concurrent cold pulls through a fresh $kind mirror"
+  if start_aux "$kind" "$name" "$WORK/$name.c16" "$extra"; then
+    log_mark mirror-upstream
+    local f0=0; [ "$reg" = wharf ] && f0=$(metric "${BASE[$name]}" 'wharf_mirror_fetched_bytes_total{upstream="docker.io"}')
+    do_pull "$reg" "$name" "$MIRROR_REPO" --ns docker.io --platform "$MIRROR_PLATFORM" --clients "$MIRROR_CLIENTS"
+    local c16=$PULL_S
+    upstream_traffic mirror-upstream "$MIRROR_DESC"
+    if [ -n "$c16" ]; then
+      set_res "$reg" mirror_c16_s "$c16"
+      num "$UP_BYTES" && set_res "$reg" mirror_c16_upstream_x "$(calc "$UP_BYTES / $MIRROR_IMG_BYTES")"
+      NOTES+=("$reg mirror, $MIRROR_CLIENTS concurrent cold pulls: upstream served $UP_GETS blob GETs (200) = $UP_BYTES bytes for a $MIRROR_IMG_BYTES-byte image ($MIRROR_IMG_BLOBS blobs); other blob statuses $UP_OTHER")
+      if num "$UP_BYTES" && [ "$UP_BYTES" -gt "$MIRROR_IMG_BYTES" ] && [ "$reg" = wharf ]; then
+        problem wharf "$MIRROR_CLIENTS concurrent cold pulls of $MIRROR_REPO:v1 (GET /v2/$MIRROR_REPO/blobs/<digest>?ns=docker.io) through a fresh mirror fetched $UP_BYTES bytes ($UP_GETS blob GETs) from the upstream: $(calc "$UP_BYTES / $MIRROR_IMG_BYTES")x the $MIRROR_IMG_BYTES-byte image"
+      fi
+      if [ "$reg" = wharf ]; then
+        local f1; f1=$(metric "${BASE[$name]}" 'wharf_mirror_fetched_bytes_total{upstream="docker.io"}')
+        num "$f1" && set_res wharf mirror_c16_fetched_x "$(calc "($f1 - $f0) / $MIRROR_IMG_BYTES")"
+      fi
+      do_pull "$reg" "$name" "$MIRROR_REPO" --ns docker.io --platform "$MIRROR_PLATFORM" --verify   # untimed check
+    else
+      na "$reg" "concurrent pulls failed (see problems)" mirror_c16_s mirror_c16_upstream_x
+    fi
+    stop_aux "$name"; rm -rf "$WORK/$name.c16"
+  else
+    na "$reg" "$kind mirror did not start" mirror_c16_s mirror_c16_upstream_x
+  fi
+}
+
+scenario_mirror() {
+  log "=== mirror ==="
+  if [ -n "${WHARF_NA:-}" ]; then
+    na wharf "$WHARF_NA (wharf is the upstream)" "${MIRROR_KEYS[@]}"; na distribution "$WHARF_NA (wharf is the upstream)" "${MIRROR_KEYS[@]}"; return
+  fi
+  if ! start_aux wharf mirror-upstream "$WORK/mirror-upstream" "" "warn,wharf::access=info" || ! push_mirror_image mirror-upstream; then
+    na wharf "upstream set-up failed" "${MIRROR_KEYS[@]}"; na distribution "upstream set-up failed" "${MIRROR_KEYS[@]}"; return
+  fi
+  MIRROR_DESC=$WORK/mirror-image.mirror-upstream.json
+  MIRROR_IMG_BYTES=$(jq --arg r "$MIRROR_REPO" --arg p "$MIRROR_PLATFORM" '.repos[$r].platforms[$p].blob_bytes' "$MIRROR_DESC")
+  MIRROR_IMG_BLOBS=$(jq --arg r "$MIRROR_REPO" --arg p "$MIRROR_PLATFORM" '.repos[$r].platforms[$p].blobs | length' "$MIRROR_DESC")
+  MIRROR_ALL_BYTES=$(jq .total_blob_bytes "$MIRROR_DESC")
+  log "mirror image: $MIRROR_REPO:v1, 2 platforms, $((MIRROR_ALL_BYTES / MiB)) MiB of blobs; a $MIRROR_PLATFORM pull reads $MIRROR_IMG_BLOBS blobs, $((MIRROR_IMG_BYTES / MiB)) MiB"
+  printf '[[upstream]]\nname = "docker.io"\nurl = "%s"\ndefault = true\n' "${BASE[mirror-upstream]}" >"$WORK/mirror.toml"
+
+  # direct from the upstream (a plain wharf holding the image): one untimed
+  # warm-up pull, then MIRROR_REPS timed ones.  This is also the "plain wharf" pull.
+  local r t=()
+  do_pull wharf mirror-upstream "$MIRROR_REPO" --platform "$MIRROR_PLATFORM" --verify
+  for r in $(seq "$MIRROR_REPS"); do
+    do_pull wharf mirror-upstream "$MIRROR_REPO" --platform "$MIRROR_PLATFORM"; [ -n "$PULL_S" ] && t+=("$PULL_S")
+  done
+  if [ ${#t[@]} -gt 0 ]; then
+    set_res wharf mirror_direct_s "$(best "${t[@]}")"; set_res distribution mirror_direct_s "${R[wharf.mirror_direct_s]}"
+    set_res wharf mirror_plain_s "${R[wharf.mirror_direct_s]}"
+  else
+    na wharf "pull from the upstream failed" mirror_direct_s mirror_plain_s
+  fi
+  # the same image in the plain distribution registry of the per-registry scenarios
+  if [ -n "${PID[distribution]:-}" ] && alive distribution && push_mirror_image distribution; then
+    t=()
+    do_pull distribution distribution "$MIRROR_REPO" --platform "$MIRROR_PLATFORM" --verify
+    for r in $(seq "$MIRROR_REPS"); do
+      do_pull distribution distribution "$MIRROR_REPO" --platform "$MIRROR_PLATFORM"; [ -n "$PULL_S" ] && t+=("$PULL_S")
+    done
+    [ ${#t[@]} -gt 0 ] && set_res distribution mirror_plain_s "$(best "${t[@]}")"
+  fi
+  [ -n "${R[distribution.mirror_plain_s]:-}" ] || na distribution "plain distribution registry not running or pull failed" mirror_plain_s
+
+  local reg
+  for reg in wharf distribution; do
+    if [ -n "$ONLY" ] && [ "$ONLY" != "$reg" ]; then
+      na "$reg" "--only $ONLY" mirror_cold_s mirror_cold_ratio mirror_cold_upstream_x mirror_warm_s mirror_warm_ratio mirror_warm_self_ratio mirror_c16_s mirror_c16_upstream_x
+      continue
+    fi
+    log "[$reg] cold and warm pulls through fresh mirrors ($MIRROR_REPS x)"
+    mirror_kind "$reg"
+  done
+  stop_aux mirror-upstream
+}
+
+SYNC_COUNT=20
+SYNC_KEYS=(sync_first_s sync_ratio sync_noop_s sync_noop_blob_gets sync_first_upstream_x)
+# sync_verify NAME PREFIX: every synced index must be there by tag with the upstream's digest
+sync_verify() {
+  local name=$1 prefix=$2 repo want got bad=0
+  for repo in $(jq -r '.repos | keys[]' "$SYNC_DESC"); do
+    want=$(jq -r --arg r "$repo" '.repos[$r].index_digest' "$SYNC_DESC")
+    curl_req HEAD "${BASE[$name]}/v2/$prefix/$repo/manifests/v1" -H "Accept: application/vnd.oci.image.index.v1+json"
+    got=$(resp_hdr Docker-Content-Digest)
+    if [ "$CODE" != 200 ] || [ "$got" != "$want" ]; then
+      bad=$((bad + 1)); [ "$bad" = 1 ] && SYNC_BAD="HEAD /v2/$prefix/$repo/manifests/v1 -> $CODE digest '$got' (expected 200 $want)"
+    fi
+  done
+  # and one platform of the first image, every blob checked
+  repo=$(jq -r '.repos | keys[0]' "$SYNC_DESC")
+  do_pull "$3" "$name" "$prefix/$repo" --platform linux/arm64 --verify
+  [ -n "$PULL_S" ] || bad=$((bad + 1))
+  return $((bad > 0))
+}
+
+# run_timed LOG CMD...: TIMED_S = wall seconds, TIMED_RC = exit status
+run_timed() {
+  local logf=$1 t0 t1; shift
+  t0=$(date +%s%N); "$@" >"$logf" 2>&1; TIMED_RC=$?; t1=$(date +%s%N)
+  TIMED_S=$(calc "($t1 - $t0) / 1e9")
+}
+
+scenario_sync() {
+  log "=== sync ==="
+  if [ -n "${WHARF_NA:-}" ]; then
+    na wharf "$WHARF_NA" "${SYNC_KEYS[@]}"; na distribution "$WHARF_NA (wharf is the upstream)" "${SYNC_KEYS[@]}"; return
+  fi
+  local repos=() i out
+  for i in $(seq -w 1 "$SYNC_COUNT"); do repos+=("bench/img$i"); done
+  if ! start_aux wharf sync-upstream "$WORK/sync-upstream" "" "warn,wharf::access=info"; then
+    na wharf "upstream did not start" "${SYNC_KEYS[@]}"; na distribution "upstream did not start" "${SYNC_KEYS[@]}"; return
+  fi
+  log "pushing $SYNC_COUNT images x 4 platforms x 2-3 layers of $SYNC_LAYER_BYTES bytes to the sync upstream"
+  SYNC_DESC=$WORK/sync-images.json
+  out=$("${REGCLIENT[@]}" push-multi "${BASE[sync-upstream]}" v1 "$SYNC_DESC" $(printf -- '--repo %s ' "${repos[@]}") \
+        --platforms linux/amd64,linux/arm64,linux/ppc64le,linux/s390x --layers 2-3 --layer-bytes "$SYNC_LAYER_BYTES" --seed 3 2>>"$WORK/helper.err")
+  if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+    problem sync-upstream "push of the sync images: $(jq -r '.problems[0]' <<<"$out" 2>/dev/null || echo "$out")"
+    na wharf "upstream set-up failed" "${SYNC_KEYS[@]}"; na distribution "upstream set-up failed" "${SYNC_KEYS[@]}"; stop_aux sync-upstream; return
+  fi
+  SYNC_BYTES=$(jq .total_blob_bytes <<<"$out") SYNC_BLOBS=$(jq .blobs <<<"$out")
+  log "sync set: $SYNC_COUNT images, $SYNC_BLOBS blobs, $((SYNC_BYTES / MiB)) MiB"
+
+  # --- wharf sync: straight into a data dir (no server), then a no-op re-run
+  local cfg=$WORK/sync.toml repo
+  printf '[[upstream]]\nname = "docker.io"\nurl = "%s"\n' "${BASE[sync-upstream]}" >"$cfg"
+  for repo in "${repos[@]}"; do printf '\n[[sync]]\nupstream = "docker.io"\nrepository = "%s"\ntags = ["v1"]\n' "$repo" >>"$cfg"; done
+  log "[wharf] wharf sync of $SYNC_COUNT images into a fresh data dir"
+  log_mark sync-upstream
+  run_timed "$WORK/wharf-sync.1.log" "$WHARF_BIN" sync --config "$cfg" --data-dir "$WORK/wharf-sync-data" --no-progress
+  upstream_traffic sync-upstream "$SYNC_DESC"
+  if [ "$TIMED_RC" = 0 ]; then
+    set_res wharf sync_first_s "$TIMED_S"
+    num "$UP_BYTES" && set_res wharf sync_first_upstream_x "$(calc "$UP_BYTES / $SYNC_BYTES")"
+    NOTES+=("wharf sync, first run: upstream answered $UP_GETS blob GETs ($SYNC_BLOBS blobs in the set), $(jq -r '"\(.manifest_get) manifest GETs, \(.manifest_head) manifest HEADs"' <<<"$UP_JSON")")
+  else
+    problem wharf "wharf sync --config sync.toml --data-dir <fresh> --no-progress exited $TIMED_RC: $(tail -n 5 "$WORK/wharf-sync.1.log" | tr '\n' ' ' | cut -c1-600)"
+    na wharf "first sync failed (exit $TIMED_RC)" sync_first_s sync_first_upstream_x
+  fi
+  log "[wharf] no-op re-sync"
+  log_mark sync-upstream
+  run_timed "$WORK/wharf-sync.2.log" "$WHARF_BIN" sync --config "$cfg" --data-dir "$WORK/wharf-sync-data" --no-progress
+  upstream_traffic sync-upstream "$SYNC_DESC"
+  if [ "$TIMED_RC" = 0 ]; then
+    set_res wharf sync_noop_s "$TIMED_S"; set_res wharf sync_noop_blob_gets "$UP_GETS"
+    NOTES+=("wharf sync, no-op re-run: upstream requests: $(jq -r '"\(.blob_get_200) blob GETs, \(.blob_head) blob HEADs, \(.manifest_get) manifest GETs, \(.manifest_head) manifest HEADs"' <<<"$UP_JSON")")
+    num "$UP_GETS" && [ "$UP_GETS" -gt 0 ] && problem wharf "no-op re-sync (wharf sync --config sync.toml --data-dir <synced>) made $UP_GETS blob GETs upstream"
+  else
+    problem wharf "no-op wharf sync exited $TIMED_RC: $(tail -n 5 "$WORK/wharf-sync.2.log" | tr '\n' ' ' | cut -c1-600)"
+    na wharf "no-op sync failed (exit $TIMED_RC)" sync_noop_s sync_noop_blob_gets
+  fi
+  # untimed check: serve the synced data dir (no config) and compare digests
+  if start_aux wharf sync-check "$WORK/wharf-sync-data"; then
+    SYNC_BAD=""
+    sync_verify sync-check docker.io wharf || problem wharf "synced content incomplete: ${SYNC_BAD:-verification pull failed}"
+    stop_aux sync-check
+  fi
+
+  # --- skopeo sync --all of the same 20 images into a fresh plain wharf
+  if ! command -v skopeo >/dev/null 2>&1; then
+    na distribution "skopeo not installed" "${SYNC_KEYS[@]}"
+  elif start_aux wharf skopeo-dest "$WORK/skopeo-dest"; then
+    local yaml=$WORK/skopeo-sync.yaml dest=${BASE[skopeo-dest]#http://}/docker.io/bench
+    { echo "${BASE[sync-upstream]#http://}:"; echo "  tls-verify: false"; echo "  images:"
+      for repo in "${repos[@]}"; do echo "    $repo: [\"v1\"]"; done; } >"$yaml"
+    SKOPEO_CMD=(skopeo sync --all --preserve-digests --src yaml --dest docker --dest-tls-verify=false "$yaml" "$dest")
+    log "[skopeo] ${SKOPEO_CMD[*]}"
+    log_mark sync-upstream
+    run_timed "$WORK/skopeo-sync.1.log" "${SKOPEO_CMD[@]}"
+    upstream_traffic sync-upstream "$SYNC_DESC"
+    if [ "$TIMED_RC" = 0 ]; then
+      set_res distribution sync_first_s "$TIMED_S"
+      num "$UP_BYTES" && set_res distribution sync_first_upstream_x "$(calc "$UP_BYTES / $SYNC_BYTES")"
+    else
+      NOTES+=("skopeo sync exited $TIMED_RC: $(tail -n 3 "$WORK/skopeo-sync.1.log" | tr '\n' ' ' | cut -c1-400)")
+      na distribution "skopeo sync failed" sync_first_s sync_first_upstream_x
+    fi
+    log "[skopeo] re-run (nothing new)"
+    log_mark sync-upstream
+    run_timed "$WORK/skopeo-sync.2.log" "${SKOPEO_CMD[@]}"
+    upstream_traffic sync-upstream "$SYNC_DESC"
+    if [ "$TIMED_RC" = 0 ]; then
+      set_res distribution sync_noop_s "$TIMED_S"; set_res distribution sync_noop_blob_gets "$UP_GETS"
+    else
+      na distribution "skopeo re-sync failed" sync_noop_s sync_noop_blob_gets
+    fi
+    SYNC_BAD=""
+    sync_verify skopeo-dest docker.io skopeo || NOTES+=("skopeo-synced content incomplete: ${SYNC_BAD:-verification pull failed}")
+    stop_aux skopeo-dest
+  else
+    na distribution "destination wharf did not start" "${SYNC_KEYS[@]}"
+  fi
+  if num "${R[wharf.sync_first_s]:-}" && num "${R[distribution.sync_first_s]:-}"; then
+    set_res wharf sync_ratio "$(calc "${R[wharf.sync_first_s]} / ${R[distribution.sync_first_s]}")"
+  else
+    R[wharf.sync_ratio]="n/a"
+  fi
+  R[distribution.sync_ratio]="—"
+  stop_aux sync-upstream
 }
 
 # ------------------------------------------------------------------ table ---
@@ -702,11 +1067,13 @@ pct_of() {  # value ceiling -> "NN %"
 }
 
 print_table() {
-  local big="$((BIG_BYTES / MiB)) MiB" push="$((PUSH_BYTES / MiB)) MiB"
+  local big="$((BIG_BYTES / MiB)) MiB" push="$((PUSH_BYTES / MiB)) MiB" mimg="1-platform" sset=""
+  num "${MIRROR_IMG_BYTES:-}" && mimg="1-platform ($(calc "$MIRROR_IMG_BYTES / 1e6" | xargs printf '%.0f') MB, $MIRROR_IMG_BLOBS blobs, of a 2-platform $(calc "$MIRROR_ALL_BYTES / 1e6" | xargs printf '%.0f') MB image)"
+  num "${SYNC_BYTES:-}" && sset=" ($SYNC_BLOBS blobs, $(calc "$SYNC_BYTES / 1e6" | xargs printf '%.0f') MB)"
   [ "$BIG_BYTES" -ge $((1024 * MiB)) ] && big="$((BIG_BYTES / 1024 / MiB)) GiB"
   # key | label | direction (hi: ratio wharf/dist, lo: ratio dist/wharf, -: none) | printf format
   local rows=(
-    "manifest_get_c1_rps|manifest GET by tag, 1 conn: req/s ↑|hi|%.0f"
+    "manifest_get_c1_rps|manifest GET by tag, 1 conn (client, server on separate cores): req/s ↑|hi|%.0f"
     "manifest_get_c1_p50|manifest GET by tag, 1 conn: p50 ms ↓|lo|%.3f"
     "manifest_get_c1_p99|manifest GET by tag, 1 conn: p99 ms ↓|lo|%.3f"
     "manifest_get_c1_cpu|manifest GET by tag, 1 conn: server CPU µs/req ↓|lo|%.1f"
@@ -714,7 +1081,7 @@ print_table() {
     "manifest_get_c64_p50|manifest GET by tag, 64 conns: p50 ms ↓|lo|%.3f"
     "manifest_get_c64_p99|manifest GET by tag, 64 conns: p99 ms ↓|lo|%.3f"
     "manifest_get_c64_cpu|manifest GET by tag, 64 conns: server CPU µs/req ↓|lo|%.1f"
-    "manifest_head_c1_rps|manifest HEAD by tag, 1 conn: req/s ↑ (oha)|hi|%.0f"
+    "manifest_head_c1_rps|manifest HEAD by tag, 1 conn (client, server on separate cores): req/s ↑ (oha)|hi|%.0f"
     "manifest_head_c1_p50|manifest HEAD by tag, 1 conn: p50 ms ↓|lo|%.3f"
     "manifest_head_c1_p99|manifest HEAD by tag, 1 conn: p99 ms ↓|lo|%.3f"
     "manifest_head_c1_cpu|manifest HEAD by tag, 1 conn: server CPU µs/req ↓|lo|%.1f"
@@ -737,6 +1104,22 @@ print_table() {
     "tags_list_count|tags/list: tags returned|-|%s"
     "wrong_digest|wrong ?digest= rejected with 400 DIGEST_INVALID|-|%s"
     "peak_rss_mib|peak RSS over the run (VmHWM): MiB ↓|lo|%.1f"
+    "mirror_direct_s|mirror: $mimg pull straight from the upstream (a plain wharf; both columns): s ↓ (every pull time: best of $MIRROR_REPS)|-|%.3f"
+    "mirror_cold_s|mirror: cold pull through a fresh mirror (distribution: proxy mode): s ↓|lo|%.3f"
+    "mirror_cold_ratio|mirror: cold through mirror / direct from upstream (target ≤ 1.15) ↓|lo|%.2f"
+    "mirror_cold_upstream_x|mirror: cold pull, upstream blob bytes / image bytes (worst of the cold pulls) ↓|lo|%.2f"
+    "mirror_plain_s|mirror: pull from a plain registry holding the image (wharf: the upstream): s ↓|lo|%.3f"
+    "mirror_warm_s|mirror: warm pull through the mirror (second pull): s ↓|lo|%.3f"
+    "mirror_warm_ratio|mirror: warm through mirror / plain wharf pull (target ≤ 1.05) ↓|lo|%.2f"
+    "mirror_warm_self_ratio|mirror: warm through mirror / plain registry of the same kind ↓|lo|%.2f"
+    "mirror_c16_s|mirror: $MIRROR_CLIENTS concurrent cold pulls through a fresh mirror: wall s ↓|lo|%.3f"
+    "mirror_c16_upstream_x|mirror: $MIRROR_CLIENTS concurrent cold pulls, upstream blob bytes / image bytes (target 1.00) ↓|lo|%.2f"
+    "mirror_c16_fetched_x|mirror: $MIRROR_CLIENTS concurrent cold pulls, mirror's own fetched-bytes counter / image bytes|-|%.2f"
+    "sync_first_s|sync: $SYNC_COUNT images x 4 platforms$sset from a local upstream, fresh target: s ↓ (distribution column: skopeo sync --all)|lo|%.2f"
+    "sync_ratio|sync: wharf sync time / skopeo sync time (target ≤ 0.5) ↓|-|%.2f"
+    "sync_first_upstream_x|sync: upstream blob bytes / set size ↓|lo|%.2f"
+    "sync_noop_s|sync: no-op re-sync of the same set: s ↓ (wharf target < 2 s)|lo|%.3f"
+    "sync_noop_blob_gets|sync: upstream blob GETs during the no-op re-sync (target 0)|-|%s"
   )
   local row key label dir f w d
   echo "| scenario ($MODE run) | wharf | distribution | ratio (>1 = wharf better) |"
@@ -745,7 +1128,7 @@ print_table() {
     IFS='|' read -r key label dir f <<<"$row"
     w=${R[wharf.$key]:-n/a} d=${R[distribution.$key]:-n/a}
     if [ "$dir" = - ]; then
-      echo "| $label | $w | $d | — |"
+      echo "| $label | $(fmt "$w" "$f") | $(fmt "$d" "$f") | — |"
     else
       echo "| $label | $(fmt "$w" "$f") | $(fmt "$d" "$f") | $(ratio "$w" "$d" "$dir") |"
     fi
@@ -803,6 +1186,7 @@ write_report() {
 }
 
 # ------------------------------------------------------------------- main ---
+section() { [[ ,$SECTIONS, == *,$1,* ]]; }
 main() {
   WORK=$(mktemp -d /tmp/wharf-bench.XXXXXX)
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -810,16 +1194,27 @@ main() {
   log "mode: $MODE, work dir: $WORK"
   install_prereqs
   WHARF_NA=""; WHARF_BIN=${WHARF_BIN:-}
-  local reg
-  for reg in "${REGISTRIES[@]}"; do [ "$reg" = wharf ] && build_wharf; done
-  make_test_data
+  local reg need_wharf=0
+  for reg in "${REGISTRIES[@]}"; do [ "$reg" = wharf ] && need_wharf=1; done
+  { section mirror || section sync; } && need_wharf=1   # wharf is the upstream there
+  [ "$need_wharf" = 1 ] && build_wharf
+  section registry && make_test_data
   wait_for_idle
   C_OPENSSL="n/a" C_NGINX1="n/a" C_NGINX8="n/a"
-  ceiling_openssl_sha256
-  ceiling_nginx
-  for reg in "${REGISTRIES[@]}"; do "start_$reg"; done
-  for reg in "${REGISTRIES[@]}"; do run_registry_scenarios "$reg"; done
-  for reg in "${REGISTRIES[@]}"; do record_peak_rss "$reg"; done
+  if section registry; then
+    ceiling_openssl_sha256
+    ceiling_nginx
+  fi
+  # the plain distribution instance also serves the mirror section's "plain registry" pull
+  for reg in "${REGISTRIES[@]}"; do
+    if section registry || { [ "$reg" = distribution ] && section mirror; }; then "start_$reg"; fi
+  done
+  if section registry; then
+    for reg in "${REGISTRIES[@]}"; do run_registry_scenarios "$reg"; done
+    for reg in "${REGISTRIES[@]}"; do record_peak_rss "$reg"; done
+  fi
+  section mirror && scenario_mirror
+  section sync && scenario_sync
   LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
   write_report
 }

@@ -5,7 +5,10 @@ Every sub-command prints exactly one JSON object on stdout; diagnostics go to
 stderr.  Bulk byte transfers are timed with curl in run.sh; this helper does
 the fiddly small-request work: pushing the small test image, creating many
 tags over keep-alive connections, timing tag listings (following pagination)
-and the wrong-digest conformance check.
+and the wrong-digest conformance check; and for the mirror/sync scenarios,
+pushing multi-platform images of random layers (push-multi) and pulling one
+platform the way containerd does (pull: index by tag, manifest by digest, then
+config + layers, up to 4 at once, every byte read and discarded).
 """
 import argparse
 import hashlib
@@ -93,14 +96,20 @@ def describe(method, target, status, body):
     return f"{method} {target} -> {status} {text}"
 
 
-def upload_blob(c, repo, data, problems):
+def upload_blob(c, repo, data, problems, single=True):
     """Monolithic upload: single POST ?digest= with body; if the registry answers 202
     (single-POST not supported) the body is sent again with PUT <location>?digest=.
+    With single=False: POST without a body, then PUT (a registry without single-POST
+    may answer 202 and close before reading a large body).
     Returns (digest, single_post_supported)."""
     dg = sha256_digest(data)
     hdr = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
     target = f"/v2/{repo}/blobs/uploads/?digest={dg}"
-    st, h, body = c.request("POST", target, data, hdr)
+    if single:
+        st, h, body = c.request("POST", target, data, hdr)
+    else:
+        target = f"/v2/{repo}/blobs/uploads/"
+        st, h, body = c.request("POST", target, b"", {"Content-Length": "0"})
     if st == 201:
         return dg, True
     if st != 202 or "location" not in h:
@@ -300,6 +309,285 @@ def cmd_wrong_digest(a):
                       "code": code, "problems": problems}))
 
 
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+PULL_ACCEPT = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    OCI_MANIFEST, OCI_INDEX, "*/*"])
+
+
+def parse_bytes(text):
+    """'32M' / '256K' / '1048576' -> int."""
+    text = text.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    return int(float(text[:-1] if mult > 1 else text) * mult)
+
+
+def parse_range(text, conv=int):
+    lo, _, hi = text.partition("-")
+    lo = conv(lo)
+    return lo, (conv(hi) if hi else lo)
+
+
+def cmd_push_multi(a):
+    """Push one multi-platform OCI index (random layers) per --repo, all tagged a.tag.
+    Writes a JSON description (digests and sizes) to a.out and prints a summary."""
+    import random
+    rnd = random.Random(a.seed)
+    platforms = [p.strip() for p in a.platforms.split(",") if p.strip()]
+    nlay = parse_range(a.layers)
+    lbytes = parse_range(a.layer_bytes, parse_bytes)
+    problems, desc, sizes = [], {"repos": {}, "blob_sizes": {}}, {}
+    c = Client(a.base, timeout=300)
+    try:
+        # does the registry take a single POST with the body? (probe with a tiny blob)
+        _dg, single = upload_blob(c, a.repo[0], os.urandom(64), problems)
+        for repo in a.repo:
+            entries, rdesc = [], {"platforms": {}}
+            for plat in platforms:
+                os_, arch = plat.split("/")[:2]
+                layers = []
+                for _ in range(rnd.randint(*nlay)):
+                    data = os.urandom(rnd.randint(*lbytes))
+                    dg, _ = upload_blob(c, repo, data, problems, single)
+                    layers.append({"mediaType": OCI_LAYER, "digest": dg, "size": len(data)})
+                    sizes[dg] = len(data)
+                    del data
+                config = json.dumps({
+                    "architecture": arch, "os": os_, "created": "2026-01-01T00:00:00Z",
+                    "rootfs": {"type": "layers", "diff_ids": [l["digest"] for l in layers]},
+                    "config": {"Cmd": ["/bin/true"], "Labels": {"bench": f"{repo} {plat}"}},
+                }, separators=(",", ":")).encode()
+                cfg_dg, _ = upload_blob(c, repo, config, problems, single)
+                sizes[cfg_dg] = len(config)
+                manifest = json.dumps({
+                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                    "config": {"mediaType": OCI_CONFIG, "digest": cfg_dg, "size": len(config)},
+                    "layers": layers,
+                }, indent=2).encode()
+                man_dg = sha256_digest(manifest)
+                target = f"/v2/{repo}/manifests/{man_dg}"
+                st, _h, body = c.request("PUT", target, manifest, {"Content-Type": OCI_MANIFEST})
+                if st != 201:
+                    problems.append(describe("PUT", target, st, body))
+                    raise RuntimeError(problems[-1])
+                entries.append({"mediaType": OCI_MANIFEST, "digest": man_dg, "size": len(manifest),
+                                "platform": {"architecture": arch, "os": os_}})
+                rdesc["platforms"][plat] = {
+                    "manifest_digest": man_dg, "manifest_size": len(manifest),
+                    "config_digest": cfg_dg,
+                    "blobs": [cfg_dg] + [l["digest"] for l in layers],
+                    "blob_bytes": len(config) + sum(l["size"] for l in layers)}
+            index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                               indent=2).encode()
+            idx_dg = sha256_digest(index)
+            target = f"/v2/{repo}/manifests/{a.tag}"
+            st, _h, body = c.request("PUT", target, index, {"Content-Type": OCI_INDEX})
+            if st != 201:
+                problems.append(describe("PUT", target, st, body))
+                raise RuntimeError(problems[-1])
+            rdesc.update(index_digest=idx_dg, tag=a.tag,
+                         blob_bytes=sum(p["blob_bytes"] for p in rdesc["platforms"].values()))
+            desc["repos"][repo] = rdesc
+        desc["blob_sizes"] = sizes
+        desc["total_blob_bytes"] = sum(sizes.values())
+        with open(a.out, "w") as f:
+            json.dump(desc, f)
+        print(json.dumps({"ok": True, "repos": len(desc["repos"]), "blobs": len(sizes),
+                          "total_blob_bytes": desc["total_blob_bytes"], "single_post": single,
+                          "problems": problems}))
+    except Exception as e:  # noqa: BLE001
+        if not problems:
+            problems.append(f"{type(e).__name__}: {e}")
+        print(json.dumps({"ok": False, "problems": problems}))
+
+
+class Fetcher:
+    """Per-thread keep-alive connection that streams a body into a reusable buffer."""
+
+    def __init__(self, base):
+        self.c = Client(base, timeout=600)
+        self.buf = bytearray(1 << 20)
+
+    def get(self, target, headers, want_body=False, hasher=None):
+        """Returns (status, headers, nbytes, body-or-None). Body is kept only if want_body."""
+        c = self.c
+        for attempt in (0, 1):
+            if c.conn is None:
+                c._connect()
+            try:
+                c.conn.request("GET", target, headers=headers)
+                resp = c.conn.getresponse()
+                hdrs = {k.lower(): v for k, v in resp.getheaders()}
+                if want_body or resp.status != 200:
+                    body = resp.read()
+                    n = len(body)
+                    if hasher is not None:
+                        hasher.update(body)
+                else:
+                    body, n, mv = None, 0, memoryview(self.buf)
+                    while True:
+                        k = resp.readinto(mv)
+                        if not k:
+                            break
+                        if hasher is not None:
+                            hasher.update(mv[:k])
+                        n += k
+                if hdrs.get("connection", "").lower() == "close":
+                    c.close()
+                return resp.status, hdrs, n, body
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
+                    http.client.CannotSendRequest):
+                c.close()
+                if attempt == 1:
+                    raise
+
+    def close(self):
+        self.c.close()
+
+
+def pull_once(a, problems, lock):
+    """What containerd does for one platform: index by tag, manifest by digest, then the
+    config and all layers, up to a.parallel at once, reading every byte.  Returns bytes read."""
+    def tgt(path):
+        return add_query(path, "ns", a.ns) if a.ns else path
+
+    def fail(msg):
+        with lock:
+            problems.append(msg)
+        raise RuntimeError(msg)
+
+    f = Fetcher(a.base)
+    try:
+        t = tgt(f"/v2/{a.repo}/manifests/{a.tag}")
+        st, h, _n, body = f.get(t, {"Accept": PULL_ACCEPT}, want_body=True)
+        if st != 200:
+            fail(describe("GET", t, st, body))
+        idx = json.loads(body)
+        want_os, want_arch = a.platform.split("/")[:2]
+        if "manifests" in idx:
+            m = [d for d in idx["manifests"] if d.get("platform", {}).get("os") == want_os
+                 and d.get("platform", {}).get("architecture") == want_arch]
+            if not m:
+                fail(f"GET {t}: no {a.platform} entry in the index")
+            t = tgt(f"/v2/{a.repo}/manifests/{m[0]['digest']}")
+            st, h, _n, body = f.get(t, {"Accept": PULL_ACCEPT}, want_body=True)
+            if st != 200:
+                fail(describe("GET", t, st, body))
+            if sha256_digest(body) != m[0]["digest"]:
+                fail(f"GET {t}: body hashes to {sha256_digest(body)}")
+            man = json.loads(body)
+        else:
+            man = idx
+        descs = [man["config"]] + list(man.get("layers", []))
+    finally:
+        f.close()
+    todo = list(descs)
+    total = [0]
+
+    def worker():
+        fw = Fetcher(a.base)
+        try:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    d = todo.pop(0)
+                t = tgt(f"/v2/{a.repo}/blobs/{d['digest']}")
+                hasher = hashlib.sha256() if a.verify else None
+                try:
+                    st, _h, n, body = fw.get(t, {}, hasher=hasher)
+                except Exception as e:  # noqa: BLE001
+                    with lock:
+                        problems.append(f"GET {t}: {type(e).__name__}: {e}")
+                    continue
+                with lock:
+                    total[0] += n
+                    if st != 200:
+                        problems.append(describe("GET", t, st, body or b""))
+                    elif n != d["size"]:
+                        problems.append(f"GET {t} -> 200 with {n} bytes, expected {d['size']}")
+                    elif hasher is not None and "sha256:" + hasher.hexdigest() != d["digest"]:
+                        problems.append(f"GET {t} -> 200, body hashes to sha256:{hasher.hexdigest()}")
+        finally:
+            fw.close()
+
+    ths = [threading.Thread(target=worker) for _ in range(max(1, a.parallel))]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    return total[0], sum(d["size"] for d in descs)
+
+
+def cmd_pull(a):
+    """a.clients concurrent pulls of one platform; prints wall seconds and bytes."""
+    problems, lock = [], threading.Lock()
+    per = []
+
+    def one():
+        t0 = time.perf_counter()
+        try:
+            got, want = pull_once(a, problems, lock)
+            with lock:
+                per.append((time.perf_counter() - t0, got, want))
+        except Exception as e:  # noqa: BLE001
+            with lock:
+                if not problems or not str(e) in problems[-1]:
+                    problems.append(f"{type(e).__name__}: {e}")
+
+    t0 = time.perf_counter()
+    ths = [threading.Thread(target=one) for _ in range(max(1, a.clients))]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    wall = time.perf_counter() - t0
+    ok = len(per) == a.clients and not problems
+    out = {"ok": ok, "seconds": round(wall, 4), "clients": a.clients, "completed": len(per),
+           "bytes": sum(p[1] for p in per), "image_bytes": per[0][2] if per else None,
+           "max_client_seconds": round(max((p[0] for p in per), default=0), 4),
+           "problems": problems[:10], "problem_count": len(problems)}
+    print(json.dumps(out))
+
+
+ACCESS_RE = re.compile(r'method=(\w+) path="?([^" ]+)"? status=(\d+)')
+
+
+def cmd_access_sum(a):
+    """Sum what a wharf served from its access log (RUST_LOG=wharf::access=info), lines
+    after --from-line: blob GETs answered 200 and their bytes (sizes from push-multi's
+    description; wharf's access log has no byte counts), other blob GETs (e.g. 206)."""
+    with open(a.desc) as f:
+        sizes = json.load(f)["blob_sizes"]
+    out = {"blob_get_200": 0, "blob_get_bytes": 0, "blob_get_other": {}, "blob_head": 0,
+           "manifest_get": 0, "manifest_head": 0, "unknown_blobs": 0, "first_other": None}
+    with open(a.log, errors="replace") as f:
+        for i, line in enumerate(f):
+            if i < a.from_line:
+                continue
+            m = ACCESS_RE.search(re.sub(r"\x1b\[[0-9;]*m", "", line))
+            if not m:
+                continue
+            method, path, st = m.group(1), m.group(2), int(m.group(3))
+            if "/blobs/sha256:" in path and "/uploads/" not in path:
+                dg = path.rsplit("/", 1)[1]
+                if method == "HEAD":
+                    out["blob_head"] += 1
+                elif st == 200:
+                    out["blob_get_200"] += 1
+                    if dg in sizes:
+                        out["blob_get_bytes"] += sizes[dg]
+                    else:
+                        out["unknown_blobs"] += 1
+                else:
+                    out["blob_get_other"][str(st)] = out["blob_get_other"].get(str(st), 0) + 1
+                    out["first_other"] = out["first_other"] or f"{method} {path} -> {st}"
+            elif "/manifests/" in path:
+                out["manifest_head" if method == "HEAD" else "manifest_get"] += 1
+    print(json.dumps(out))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -323,6 +611,26 @@ def main():
     s = sub.add_parser("wrong-digest")
     s.add_argument("base"); s.add_argument("repo")
     s.set_defaults(fn=cmd_wrong_digest)
+    s = sub.add_parser("push-multi")
+    s.add_argument("base"); s.add_argument("tag"); s.add_argument("out")
+    s.add_argument("--repo", action="append", required=True)
+    s.add_argument("--platforms", default="linux/amd64,linux/arm64")
+    s.add_argument("--layers", default="4-5", help="layers per platform: N or MIN-MAX")
+    s.add_argument("--layer-bytes", default="1M-4M", help="bytes per layer: N or MIN-MAX (K/M/G)")
+    s.add_argument("--seed", type=int, default=1)
+    s.set_defaults(fn=cmd_push_multi)
+    s = sub.add_parser("pull")
+    s.add_argument("base"); s.add_argument("repo"); s.add_argument("tag")
+    s.add_argument("--platform", default="linux/amd64")
+    s.add_argument("--ns", default="", help="add ?ns=NS to every request (containerd mirror style)")
+    s.add_argument("--parallel", type=int, default=4, help="blobs fetched at once per pull")
+    s.add_argument("--clients", type=int, default=1, help="concurrent independent pulls")
+    s.add_argument("--verify", action="store_true", help="check every blob's sha256 (costs CPU)")
+    s.set_defaults(fn=cmd_pull)
+    s = sub.add_parser("access-sum")
+    s.add_argument("desc"); s.add_argument("log")
+    s.add_argument("--from-line", type=int, default=0)
+    s.set_defaults(fn=cmd_access_sum)
     a = p.parse_args()
     a.fn(a)
 
