@@ -23,6 +23,8 @@ use crate::store::ByteStream;
 use crate::upstream::UpstreamError;
 
 const READ_CHUNK: usize = 256 * 1024;
+/// Bytes gathered from the upstream before they go to the spool writer.
+const HAND_OFF: usize = 128 * 1024;
 
 /// How a mirrored blob request is answered.
 pub enum MirrorBlob {
@@ -231,16 +233,25 @@ impl Mirror {
             Ok(h) // durability comes with the move into the store (fsync before rename)
         });
         let mut failure = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) => {
+        // Network chunks are small; hand the writer (and the followers' wake-ups) larger pieces.
+        let mut buf = bytes::BytesMut::new();
+        loop {
+            match body.next().await {
+                Some(Ok(chunk)) => {
                     up.stats.bytes_fetched.fetch_add(chunk.len() as u64, Ordering::Relaxed);
-                    if chunks_tx.send(chunk).await.is_err() {
+                    buf.extend_from_slice(&chunk);
+                    if buf.len() >= HAND_OFF && chunks_tx.send(buf.split().freeze()).await.is_err() {
                         break;
                     }
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     failure = Some(format!("upstream stream broke: {e}"));
+                    break;
+                }
+                None => {
+                    if !buf.is_empty() {
+                        let _ = chunks_tx.send(buf.split().freeze()).await;
+                    }
                     break;
                 }
             }
