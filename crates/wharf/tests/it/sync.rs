@@ -422,10 +422,10 @@ async fn sync_can_seed_another_registry() {
     let hub = Server::start();
     let img = multi_arch(170, &PLATFORMS[..3], false, 2_000);
     img.push(&hub.client(), "library/seed", "v1").await;
-    let dest = Distribution::start(DistributionOpts::default());
+    let dest = Distribution::start(DistributionOpts { basic_auth: true, ..Default::default() });
     let ws = Workspace::new(&format!(
-        "[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n\n[[sync]]\nupstream = \"docker.io\"\nrepository = \"seed\"\ntags = [\"v1\"]\ndestination = {{ url = \"{}\", repository = \"mirror/seed\" }}\n",
-        hub.url, dest.url
+        "[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n\n[[sync]]\nupstream = \"docker.io\"\nrepository = \"seed\"\ntags = [\"v1\"]\ndestination = {{ url = \"{}\", repository = \"mirror/seed\", username = \"{}\", password = \"{}\" }}\n",
+        hub.url, dest.url, crate::external::distribution::USER, crate::external::distribution::PASSWORD
     ));
     let out = tokio::task::block_in_place(|| ws.sync(&[]));
     assert!(out.status.success(), "{}", text(&out));
