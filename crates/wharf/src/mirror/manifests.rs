@@ -5,6 +5,7 @@ use std::time::Instant;
 use oci::{Digest, Manifest, RefSpec, Tag};
 
 use super::{bump, Key, Mirror, MirrorError, Mirrored};
+use crate::history::{self, TagEvent};
 use crate::policy::routing::MirrorRoute;
 use crate::policy::tags::any_match;
 use crate::store::StoredManifest;
@@ -186,6 +187,13 @@ impl Mirror {
             tracing::info!(upstream = %up.client.name, repo = %route.local, %tag, from = %old, to = %fetched.digest, "tag moved upstream");
         }
         self.store.tag_put(&route.local, tag, &fetched.digest).await?;
+        let event = TagEvent {
+            time: history::now_secs(),
+            old: cached.map(|(d, _)| d),
+            new: fetched.digest.clone(),
+            source: format!("mirror:{}", up.client.name),
+        };
+        history::record_tag_event(self.store.as_ref(), &route.local, tag, event).await?;
         self.mark_checked(key);
         Ok(Some(fetched))
     }

@@ -169,6 +169,13 @@ async fn mutable_tags_follow_upstream_and_immutable_ones_do_not() {
     assert_eq!(hub.metric("wharf_requests_total", &["manifest_head"]).await, heads);
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(get("latest").await, v2.index.digest.to_string(), "mutable tag follows after the TTL");
+    let history: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(mirror.data_dir.join("meta/history/docker.io/library/t/latest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(history[1]["old"], v1.index.digest.to_string());
+    assert_eq!(history[1]["new"], v2.index.digest.to_string());
+    assert_eq!(history[1]["source"], "mirror:docker.io");
     assert_eq!(get("1.2.3").await, v1.index.digest.to_string(), "immutable tag is never revalidated");
 }
 
