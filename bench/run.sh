@@ -5,7 +5,8 @@
 #
 #   bash bench/run.sh            full run (~12 min + the wharf build)
 #   bash bench/run.sh --quick    smoke run (2 s per load scenario, 64 MiB blobs,
-#                                32 MiB mirror image, small sync set)
+#                                32 MiB mirror image, 100 MB/s upstream link
+#                                instead of 200, small sync set)
 #
 # Other options:
 #   --no-build           don't run cargo; use $WHARF_BIN or $CARGO_TARGET_DIR/release/wharf
@@ -56,10 +57,10 @@ MiB=$((1024 * 1024))
 CHUNK_BYTES=$((16 * MiB))
 if [ "$QUICK" = 1 ]; then
   MODE=quick BIG_REPEAT=1 LOAD_SECS=2 BIG_BYTES=$((64 * MiB)) PUSH_BYTES=$((64 * MiB)) TAG_COUNT=1000 OPENSSL_SECS=1
-  MIRROR_LAYER_BYTES=3M-4M MIRROR_REPS=3 SYNC_LAYER_BYTES=128K-512K
+  MIRROR_LAYER_BYTES=3M-4M MIRROR_REPS=3 SYNC_LAYER_BYTES=128K-512K LINK_MBS=100
 else
   MODE=full BIG_REPEAT=3 LOAD_SECS=10 BIG_BYTES=$((1024 * MiB)) PUSH_BYTES=$((256 * MiB)) TAG_COUNT=10000 OPENSSL_SECS=3
-  MIRROR_LAYER_BYTES=24M-32M MIRROR_REPS=5 SYNC_LAYER_BYTES=1M-4M
+  MIRROR_LAYER_BYTES=24M-32M MIRROR_REPS=5 SYNC_LAYER_BYTES=1M-4M LINK_MBS=200
 fi
 TAGLIST_ITER=20
 CURL_MAX=600
@@ -791,7 +792,9 @@ best() { printf '%s\n' "$@" | sort -g | head -n 1; }   # the fastest of N timing
 
 MIRROR_REPO=bench/mirror MIRROR_PLATFORM=linux/amd64 MIRROR_CLIENTS=16
 MIRROR_KEYS=(mirror_direct_s mirror_cold_s mirror_cold_ratio mirror_cold_upstream_x mirror_plain_s mirror_warm_s
-             mirror_warm_ratio mirror_warm_self_ratio mirror_c16_s mirror_c16_upstream_x mirror_c16_fetched_x)
+             mirror_warm_ratio mirror_warm_self_ratio mirror_c16_s mirror_c16_upstream_x mirror_c16_fetched_x
+             link_rate link_direct_s link_cold_s link_cold_ratio)
+LINK_REPS=3   # pulls per kind over the bandwidth-limited link (best of)
 
 # push_mirror_image NAME: the multi-platform test image (random layers, same
 # layer count and sizes every time thanks to the seed) into NAME as bench/mirror:v1
@@ -917,13 +920,118 @@ scenario_mirror() {
   local reg
   for reg in wharf distribution; do
     if [ -n "$ONLY" ] && [ "$ONLY" != "$reg" ]; then
-      na "$reg" "--only $ONLY" mirror_cold_s mirror_cold_ratio mirror_cold_upstream_x mirror_warm_s mirror_warm_ratio mirror_warm_self_ratio mirror_c16_s mirror_c16_upstream_x
+      na "$reg" "--only $ONLY" mirror_cold_s mirror_cold_ratio mirror_cold_upstream_x mirror_warm_s mirror_warm_ratio mirror_warm_self_ratio mirror_c16_s mirror_c16_upstream_x link_cold_s link_cold_ratio
       continue
     fi
     log "[$reg] cold and warm pulls through fresh mirrors ($MIRROR_REPS x)"
     mirror_kind "$reg"
   done
+  scenario_mirror_link
   stop_aux mirror-upstream
+}
+
+# start_throttle NAME TARGET-BASE-URL MBPS: regclient.py throttle, a forwarding
+# TCP proxy whose target->client direction is limited to MBPS MB/s per connection
+# and in total, under the key NAME in PID/BASE/LOGF (stop it with stop_aux; its
+# totals, one JSON line, end up in its log).  Returns 1 on failure.
+start_throttle() {
+  local name=$1 target=${2#http://} rate=$3 port; port=$(free_port)
+  LOGF[$name]=$WORK/$name.log BASE[$name]=http://127.0.0.1:$port DEAD[$name]=""
+  "${REGCLIENT[@]}" throttle --listen-port "$port" --target "$target" --rate "$rate" >>"${LOGF[$name]}" 2>&1 &
+  PID[$name]=$!; STARTED_PIDS+=("$!")
+  if ! wait_http "${BASE[$name]}/v2/" "${PID[$name]}" 10; then
+    DEAD[$name]="throttle proxy $name did not relay GET /v2/ within 10 s"
+    problem "$name" "${DEAD[$name]}: $(tail -n 5 "${LOGF[$name]}" | tr '\n' ' ' | cut -c1-600)"
+    kill_tree "${PID[$name]}"; PID[$name]=""; return 1
+  fi
+}
+
+# link_get URL N K BYTES: N concurrent curls, each GETting URL K times over one
+# keep-alive connection; GOT_MBS = N*K*BYTES / wall / 1e6 (n/a on any error)
+link_get() {
+  local url=$1 n=$2 k=$3 bytes=$4 i t0 t1 args=() pids=() bad=""
+  for i in $(seq "$k"); do args+=(-o /dev/null "$url"); done
+  t0=$(date +%s%N)
+  for i in $(seq "$n"); do
+    curl -sS --max-time "$CURL_MAX" -w '%{http_code} %{size_download}\n' "${args[@]}" >"$WORK/lget.$i" 2>&1 &
+    pids+=("$!")
+  done
+  wait "${pids[@]}" 2>/dev/null
+  t1=$(date +%s%N)
+  for i in $(seq "$n"); do
+    [ "$(grep -c "^200 $bytes\$" "$WORK/lget.$i")" = "$k" ] || bad="$(grep -v "^200 $bytes\$" "$WORK/lget.$i" | head -n 1)"
+  done
+  if [ -z "$bad" ]; then GOT_MBS=$(calc "$n * $k * $bytes / (($t1 - $t0) / 1e9) / 1e6")
+  else GOT_MBS=n/a; problem mirror-link "GET ${url#http://*/} through the throttle proxy ($n x $k): '$bad', expected '200 $bytes'"; fi
+}
+
+# The same cold-pull comparison with the upstream behind a LINK_MBS MB/s link
+# (the throttle proxy in front of the mirror-upstream wharf): on loopback the
+# upstream serves from page cache at GB/s, so there cold / direct measures
+# SHA-256 and memcpy on 2 shared cores; real upstreams are remote.  Direct =
+# the client pulls through the proxy; cold = a fresh wharf mirror (or
+# docker-registry proxy) whose upstream URL is the proxy.  LINK_REPS of each,
+# best of; a fresh mirror data dir for every cold pull.
+scenario_mirror_link() {
+  local link=mirror-link rate=$LINK_MBS r t=() reg kind name extra cold upx
+  local lbl="link $rate MB/s"
+  log "=== mirror, upstream behind a $rate MB/s link (regclient.py throttle) ==="
+  if ! start_throttle "$link" "${BASE[mirror-upstream]}" "$rate"; then
+    na wharf "throttle proxy did not start" link_rate link_direct_s link_cold_s link_cold_ratio
+    na distribution "throttle proxy did not start" link_rate link_direct_s link_cold_s link_cold_ratio; return
+  fi
+  # the link's own rate: the image's largest blob through the proxy, 1 curl then
+  # 4 at once, each GETting it repeatedly over one connection for ~1 s of link time
+  local big_dg big_n k one four
+  big_dg=$(jq -r --arg r "$MIRROR_REPO" --arg p "$MIRROR_PLATFORM" \
+    '.blob_sizes as $s | .repos[$r].platforms[$p].blobs | max_by($s[.])' "$MIRROR_DESC")
+  big_n=$(jq -r --arg d "$big_dg" '.blob_sizes[$d]' "$MIRROR_DESC")
+  k=$(( (rate * 1000000 + big_n - 1) / big_n ))
+  link_get "${BASE[$link]}/v2/$MIRROR_REPO/blobs/$big_dg" 1 "$k" "$big_n"; one=$GOT_MBS
+  link_get "${BASE[$link]}/v2/$MIRROR_REPO/blobs/$big_dg" 4 $(( (k + 3) / 4 )) "$big_n"; four=$GOT_MBS
+  log "  $lbl: measured $one MB/s with 1 connection, $four MB/s with 4"
+  R[wharf.link_rate]="$(fmt "$one" %.0f) (1 conn), $(fmt "$four" %.0f) (4 conns)"
+  R[distribution.link_rate]=${R[wharf.link_rate]}
+
+  # (a) direct: the client pulls through the proxy (untimed verify pull first)
+  do_pull "$lbl" "$link" "$MIRROR_REPO" --platform "$MIRROR_PLATFORM" --verify
+  for r in $(seq "$LINK_REPS"); do
+    do_pull "$lbl" "$link" "$MIRROR_REPO" --platform "$MIRROR_PLATFORM"; [ -n "$PULL_S" ] && t+=("$PULL_S")
+  done
+  if [ ${#t[@]} -gt 0 ]; then
+    set_res wharf link_direct_s "$(best "${t[@]}")"; set_res distribution link_direct_s "${R[wharf.link_direct_s]}"
+    NOTES+=("$lbl: the best direct pull through the link moved $MIRROR_IMG_BYTES image bytes in ${R[wharf.link_direct_s]} s = $(calc "$MIRROR_IMG_BYTES / ${R[wharf.link_direct_s]} / 1e6" | xargs printf '%.0f') MB/s effective (manifests and request round trips included)")
+  else
+    na wharf "pull through the link failed" link_direct_s; na distribution "pull through the link failed" link_direct_s
+  fi
+
+  # (b) wharf mirror, (c) distribution proxy, each with its upstream URL = the proxy
+  printf '[[upstream]]\nname = "docker.io"\nurl = "%s"\ndefault = true\n' "${BASE[$link]}" >"$WORK/mirror-link.toml"
+  for reg in wharf distribution; do
+    if [ -n "$ONLY" ] && [ "$ONLY" != "$reg" ]; then continue; fi   # marked n/a by scenario_mirror
+    kind=wharf name=wharf-mirror-link extra=$WORK/mirror-link.toml cold=() upx=()
+    [ "$reg" = distribution ] && kind=dist name=dist-proxy-link extra=${BASE[$link]}
+    log "[$reg] cold pulls through fresh mirrors over the $rate MB/s link ($LINK_REPS x)"
+    for r in $(seq "$LINK_REPS"); do
+      start_aux "$kind" "$name" "$WORK/$name.$r" "$extra" || break
+      log_mark mirror-upstream
+      do_pull "$reg" "$name" "$MIRROR_REPO" --ns docker.io --platform "$MIRROR_PLATFORM"
+      [ -n "$PULL_S" ] && cold+=("$PULL_S")
+      upstream_traffic mirror-upstream "$MIRROR_DESC"
+      num "$UP_BYTES" && upx+=("$(calc "$UP_BYTES / $MIRROR_IMG_BYTES")")
+      stop_aux "$name"; rm -rf "$WORK/$name.$r"
+    done
+    if [ ${#cold[@]} -gt 0 ]; then
+      set_res "$reg" link_cold_s "$(best "${cold[@]}")"
+      num "${R[wharf.link_direct_s]:-}" && set_res "$reg" link_cold_ratio "$(calc "${R[$reg.link_cold_s]} / ${R[wharf.link_direct_s]}")"
+      NOTES+=("$lbl, $reg cold pulls: upstream blob bytes / image bytes over the link: $(fmt "$(printf '%s\n' "${upx[@]:-n/a}" | sort -g | tail -n 1)" %.2f) (worst of ${#cold[@]})")
+    else
+      na "$reg" "no cold pull through the $kind mirror over the link succeeded (see problems)" link_cold_s link_cold_ratio
+    fi
+  done
+  stop_aux "$link"
+  local stats; stats=$(grep '^{' "${LOGF[$link]}" | tail -n 1)
+  [ -n "$stats" ] && NOTES+=("$lbl: throttle proxy totals: $(jq -r '"\(.connections) connections (at most \(.max_active) at once), \(.bytes_down) bytes upstream->client, \(.bytes_up) bytes client->upstream, \(.errors) connect errors"' <<<"$stats" 2>/dev/null)")
 }
 
 SYNC_COUNT=20
@@ -1104,10 +1212,14 @@ print_table() {
     "tags_list_count|tags/list: tags returned|-|%s"
     "wrong_digest|wrong ?digest= rejected with 400 DIGEST_INVALID|-|%s"
     "peak_rss_mib|peak RSS over the run (VmHWM): MiB ↓|lo|%.1f"
-    "mirror_direct_s|mirror: $mimg pull straight from the upstream (a plain wharf; both columns): s ↓ (every pull time: best of $MIRROR_REPS)|-|%.3f"
-    "mirror_cold_s|mirror: cold pull through a fresh mirror (distribution: proxy mode): s ↓|lo|%.3f"
-    "mirror_cold_ratio|mirror: cold through mirror / direct from upstream (target ≤ 1.15) ↓|lo|%.2f"
+    "mirror_direct_s|mirror, upstream on loopback (page cache, GB/s): $mimg pull straight from the upstream (a plain wharf; both columns): s ↓ (every pull time: best of $MIRROR_REPS)|-|%.3f"
+    "mirror_cold_s|mirror, upstream on loopback: cold pull through a fresh mirror (distribution: proxy mode): s ↓|lo|%.3f"
+    "mirror_cold_ratio|mirror, upstream on loopback: cold through mirror / direct from upstream (target ≤ 1.15) ↓|lo|%.2f"
     "mirror_cold_upstream_x|mirror: cold pull, upstream blob bytes / image bytes (worst of the cold pulls) ↓|lo|%.2f"
+    "link_rate|mirror over a $LINK_MBS MB/s upstream link (throttle proxy in front of the upstream): the link's measured rate, GETs of the largest blob: MB/s|-|%s"
+    "link_direct_s|mirror over a $LINK_MBS MB/s upstream link: the same pull straight from the upstream through the link (both columns): s ↓ (best of $LINK_REPS)|-|%.3f"
+    "link_cold_s|mirror over a $LINK_MBS MB/s upstream link: cold pull through a fresh mirror whose upstream is behind the link: s ↓ (best of $LINK_REPS)|lo|%.3f"
+    "link_cold_ratio|mirror over a $LINK_MBS MB/s upstream link: cold through mirror / direct (target ≤ 1.15) ↓|lo|%.2f"
     "mirror_plain_s|mirror: pull from a plain registry holding the image (wharf: the upstream): s ↓|lo|%.3f"
     "mirror_warm_s|mirror: warm pull through the mirror (second pull): s ↓|lo|%.3f"
     "mirror_warm_ratio|mirror: warm through mirror / plain wharf pull (target ≤ 1.05) ↓|lo|%.2f"

@@ -8,7 +8,8 @@ tags over keep-alive connections, timing tag listings (following pagination)
 and the wrong-digest conformance check; and for the mirror/sync scenarios,
 pushing multi-platform images of random layers (push-multi) and pulling one
 platform the way containerd does (pull: index by tag, manifest by digest, then
-config + layers, up to 4 at once, every byte read and discarded).
+config + layers, up to 4 at once, every byte read and discarded); and throttle,
+a bandwidth-limited forwarding TCP proxy that stands in for a remote upstream.
 """
 import argparse
 import hashlib
@@ -588,6 +589,132 @@ def cmd_access_sum(a):
     print(json.dumps(out))
 
 
+class RateLimiter:
+    """Token bucket in GCRA form, shared by threads: reserve(n) books n bytes at
+    `rate` bytes/s and returns how long to sleep before sending them.  Up to
+    `burst` bytes may go out back-to-back after an idle period."""
+
+    def __init__(self, rate, burst):
+        self.rate, self.burst_s = float(rate), burst / float(rate)
+        self.tat = 0.0  # theoretical arrival time of the next byte
+        self.lock = threading.Lock()
+
+    def reserve(self, n):
+        with self.lock:
+            now = time.monotonic()
+            self.tat = max(self.tat, now - self.burst_s) + n / self.rate
+            return self.tat - self.burst_s - now
+
+
+def cmd_throttle(a):
+    """Forwarding TCP proxy 127.0.0.1:listen-port -> target: relays bytes both ways,
+    the target->client direction limited to --rate MB/s (10^6 bytes) per connection
+    (--conn-rate, default the same) and in total (one shared bucket): a stand-in for
+    a remote upstream reached over a link of that bandwidth.  Runs until SIGTERM or
+    SIGINT; then prints one JSON line of totals on stdout."""
+    import signal
+    host, _, port = a.target.rpartition(":")
+    target = (host or "127.0.0.1", int(port))
+    chunk = a.chunk
+    total = RateLimiter(a.rate * 1e6, max(chunk, a.burst))
+    conn_rate = (a.conn_rate or a.rate) * 1e6
+    lock = threading.Lock()
+    st = {"connections": 0, "active": 0, "max_active": 0, "bytes_down": 0, "bytes_up": 0,
+          "errors": 0}
+    socks = set()
+
+    def nodelay(s):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def pump(src, dst, limiters, key):
+        buf = bytearray(chunk)
+        mv = memoryview(buf)
+        moved = 0
+        try:
+            while True:
+                n = src.recv_into(buf)
+                if not n:
+                    break
+                for lim in limiters:
+                    d = lim.reserve(n)
+                    if d > 0:
+                        time.sleep(d)
+                dst.sendall(mv[:n])
+                moved += n
+            how = socket.SHUT_WR   # clean EOF: pass the half-close on
+        except OSError:
+            how = socket.SHUT_RDWR  # reset or broken pipe: tear down both sides
+        finally:
+            with lock:
+                st[key] += moved
+        for s, h in ((dst, how), (src, socket.SHUT_RDWR if how == socket.SHUT_RDWR else None)):
+            if h is not None:
+                try:
+                    s.shutdown(h)
+                except OSError:
+                    pass
+
+    def handle(cs):
+        with lock:
+            st["connections"] += 1
+            st["active"] += 1
+            st["max_active"] = max(st["max_active"], st["active"])
+            socks.add(cs)
+        us = None
+        try:
+            us = socket.create_connection(target, timeout=30)
+            us.settimeout(None)
+            nodelay(cs)
+            nodelay(us)
+            with lock:
+                socks.add(us)
+            per_conn = RateLimiter(conn_rate, max(chunk, a.burst))
+            up = threading.Thread(target=pump, args=(cs, us, [], "bytes_up"), daemon=True)
+            up.start()
+            pump(us, cs, [per_conn, total], "bytes_down")
+            up.join()
+        except OSError as e:
+            with lock:
+                st["errors"] += 1
+            print(f"throttle: connection to {a.target}: {e}", file=sys.stderr)
+        finally:
+            for s in (cs, us):
+                if s is not None:
+                    with lock:
+                        socks.discard(s)
+                    s.close()
+            with lock:
+                st["active"] -= 1
+
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("127.0.0.1", a.listen_port))
+    ls.listen(256)
+
+    def stop(_sig, _frm):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    t0 = time.monotonic()
+    print(f"throttle: 127.0.0.1:{a.listen_port} -> {a.target}, {a.rate} MB/s down in total, "
+          f"{conn_rate / 1e6:g} MB/s per connection", file=sys.stderr, flush=True)
+    try:
+        while True:
+            cs, _addr = ls.accept()
+            threading.Thread(target=handle, args=(cs,), daemon=True).start()
+    finally:
+        ls.close()
+        with lock:
+            for s in list(socks):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            out = dict(st, uptime_seconds=round(time.monotonic() - t0, 3), rate_mbs=a.rate)
+        print(json.dumps(out), flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -631,6 +758,15 @@ def main():
     s.add_argument("desc"); s.add_argument("log")
     s.add_argument("--from-line", type=int, default=0)
     s.set_defaults(fn=cmd_access_sum)
+    s = sub.add_parser("throttle", help="bandwidth-limited forwarding TCP proxy")
+    s.add_argument("--listen-port", type=int, required=True)
+    s.add_argument("--target", required=True, help="HOST:PORT to forward to")
+    s.add_argument("--rate", type=float, required=True,
+                   help="target->client MB/s (10^6 bytes), per connection and in total")
+    s.add_argument("--conn-rate", type=float, default=0, help="per-connection MB/s (default: --rate)")
+    s.add_argument("--chunk", type=int, default=64 << 10, help="bytes per read")
+    s.add_argument("--burst", type=int, default=256 << 10, help="token bucket depth, bytes")
+    s.set_defaults(fn=cmd_throttle)
     a = p.parse_args()
     a.fn(a)
 
