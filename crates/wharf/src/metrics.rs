@@ -22,11 +22,6 @@ impl Metrics {
         *self.requests.lock().expect("metrics lock").entry((endpoint, status)).or_default() += 1;
     }
 
-    /// How many requests of `endpoint` were answered (any status).
-    pub fn count(&self, endpoint: &str) -> u64 {
-        self.requests.lock().expect("metrics lock").iter().filter(|((e, _), _)| *e == endpoint).map(|(_, n)| n).sum()
-    }
-
     /// Prometheus text exposition.
     pub fn render(&self, upstreams: &[UpstreamStatus]) -> String {
         let mut out = String::new();
@@ -67,7 +62,6 @@ mod tests {
         m.record("blob_get", 200);
         m.record("blob_get", 200);
         m.record("blob_get", 404);
-        assert_eq!(m.count("blob_get"), 3);
         let text = m.render(&[]);
         assert!(text.contains("wharf_requests_total{endpoint=\"blob_get\",status=\"200\"} 2"), "{text}");
     }

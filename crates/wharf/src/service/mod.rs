@@ -156,9 +156,4 @@ impl Registry {
             Route::Mirror(m) => m.local,
         })
     }
-
-    /// The underlying store, for front doors that copy content directly (sync, verification).
-    pub fn store(&self) -> &Arc<dyn ContentStore> {
-        &self.store
-    }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci::reference::{normalize_registry, normalize_repo};
-use oci::{Digest, RefSpec, RepoName, Tag};
+use oci::{RefSpec, RepoName, Tag};
 
 use self::progress::{EntryProgress, Progress};
 use self::report::{Conflict, PlatformReport, Report, TagReport};
@@ -418,9 +418,4 @@ impl Outcome {
             conflict: None,
         }
     }
-}
-
-/// Digest of a tag in the destination, for status views.
-pub async fn local_digest(entry: &SyncEntry, tag: &Tag) -> Option<Digest> {
-    entry.dest.tag_get(&entry.dest_repo, tag).await.ok().flatten()
 }
