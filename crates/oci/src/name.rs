@@ -94,9 +94,9 @@ impl FromStr for RepoName {
     }
 }
 
-/// A validated tag such as `latest` or `v1.2.3`.
+/// A validated tag such as `latest` or `v1.2.3`. Shared (`Arc`), so tag lists are copied without allocating.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Tag(Box<str>);
+pub struct Tag(std::sync::Arc<str>);
 
 impl Tag {
     /// The tag as a string slice.

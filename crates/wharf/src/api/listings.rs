@@ -39,7 +39,15 @@ pub async fn tags(
     if let (true, Some(t)) = (more && limit > 0, tags.last()) {
         hdrs.push(("link", link(&format!("/v2/{repo}/tags/list"), limit, t.as_str(), ns)));
     }
-    Ok(json_response(json!({ "name": repo, "tags": tags }), hdrs, "application/json"))
+    #[derive(serde::Serialize)]
+    struct TagList<'a> {
+        name: &'a RepoName,
+        tags: &'a [oci::Tag],
+    }
+    // Serialised straight from the list (no intermediate JSON value): large tag lists are a hot path.
+    hdrs.push(("content-type", "application/json".to_owned()));
+    let body = serde_json::to_vec(&TagList { name: repo, tags: &tags }).expect("tag lists serialise");
+    Ok(respond(200, &hdrs, Body::from(body)))
 }
 
 pub async fn catalog(reg: &Registry, n: Option<usize>, last: Option<String>) -> ApiResult {
