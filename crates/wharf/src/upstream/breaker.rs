@@ -114,19 +114,19 @@ mod tests {
 
     #[test]
     fn opens_after_threshold_and_probes_once() {
-        let b = Breaker::new(2, Duration::from_millis(50));
+        let b = Breaker::new(2, Duration::from_millis(400));
         assert!(b.allow().is_ok());
         b.failure("refused");
         assert!(b.allow().is_ok(), "one failure is below the threshold");
         b.failure("refused");
         assert!(b.allow().is_err(), "open");
         assert_eq!(b.health().state, "open");
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow().is_ok(), "probe");
         assert!(b.allow().is_err(), "only one probe at a time");
         b.failure("still down");
         assert!(b.allow().is_err(), "re-opened");
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow().is_ok());
         b.success();
         assert!(b.allow().is_ok() && b.allow().is_ok());
@@ -135,13 +135,13 @@ mod tests {
 
     #[test]
     fn an_abandoned_probe_expires() {
-        let b = Breaker::new(1, Duration::from_millis(40));
+        let b = Breaker::new(1, Duration::from_millis(400));
         b.failure("down");
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow().is_ok(), "probe");
         // the probe's request is dropped: neither success nor failure is reported
         assert!(b.allow().is_err());
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(450));
         assert!(b.allow().is_ok(), "a new probe after another interval");
     }
 }

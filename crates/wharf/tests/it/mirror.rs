@@ -151,7 +151,7 @@ async fn mutable_tags_follow_upstream_and_immutable_ones_do_not() {
     let h = hub.client();
     v1.push(&h, "library/t", "latest").await;
     v1.push(&h, "library/t", "1.2.3").await;
-    let mirror = Server::start_config(&mirror_config(&[("docker.io", &hub.url, false)], "tag_ttl_secs = 1\n"));
+    let mirror = Server::start_config(&mirror_config(&[("docker.io", &hub.url, false)], "tag_ttl_secs = 3\n"));
     let c = mirror.client();
     let get = |tag: &'static str| {
         let c = c.clone();
@@ -167,7 +167,7 @@ async fn mutable_tags_follow_upstream_and_immutable_ones_do_not() {
     let heads = hub.metric("wharf_requests_total", &["manifest_head"]).await;
     assert_eq!(get("latest").await, v1.index.digest.to_string());
     assert_eq!(hub.metric("wharf_requests_total", &["manifest_head"]).await, heads);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
     assert_eq!(get("latest").await, v2.index.digest.to_string(), "mutable tag follows after the TTL");
     let history: serde_json::Value = serde_json::from_slice(
         &std::fs::read(mirror.data_dir.join("meta/history/docker.io/library/t/latest.json")).unwrap(),
