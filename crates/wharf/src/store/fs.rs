@@ -715,11 +715,8 @@ impl ContentStore for FsStore {
 
 impl FsStore {
     fn meta_path(&self, key: &str) -> Result<PathBuf, StoreError> {
-        if super::valid_meta_key(key) {
-            Ok(self.layout.meta(key))
-        } else {
-            Err(super::meta_key_error(key))
-        }
+        super::check_meta_key(key)?;
+        Ok(self.layout.meta(key))
     }
 }
 

@@ -226,16 +226,12 @@ impl ContentStore for MemoryStore {
     }
 
     async fn meta_get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        if !super::valid_meta_key(key) {
-            return Err(super::meta_key_error(key));
-        }
+        super::check_meta_key(key)?;
         Ok(self.with(|i| i.meta.get(key).cloned()))
     }
 
     async fn meta_put(&self, key: &str, value: Bytes) -> Result<(), StoreError> {
-        if !super::valid_meta_key(key) {
-            return Err(super::meta_key_error(key));
-        }
+        super::check_meta_key(key)?;
         self.with(|i| i.meta.insert(key.to_owned(), value));
         Ok(())
     }

@@ -261,6 +261,11 @@ pub fn valid_meta_key(key: &str) -> bool {
         })
 }
 
-fn meta_key_error(key: &str) -> StoreError {
-    StoreError::Corrupt(key.to_owned(), "invalid meta key".into())
+/// `Ok` for a valid meta key, the store error every back-end returns otherwise.
+fn check_meta_key(key: &str) -> Result<(), StoreError> {
+    if valid_meta_key(key) {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt(key.to_owned(), "invalid meta key".into()))
+    }
 }
