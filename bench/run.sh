@@ -3,7 +3,7 @@
 # loopback, with the machine's ceilings (openssl SHA-256, nginx sendfile)
 # measured in the same run.  See bench/README.md.
 #
-#   bash bench/run.sh            full run (~12 min + the wharf build)
+#   bash bench/run.sh            full run (~13 min + the wharf build)
 #   bash bench/run.sh --quick    smoke run (2 s per load scenario, 64 MiB blobs,
 #                                32 MiB mirror image, 100 MB/s upstream link
 #                                instead of 200, small sync set)
@@ -11,13 +11,20 @@
 # Other options:
 #   --no-build           don't run cargo; use $WHARF_BIN or $CARGO_TARGET_DIR/release/wharf
 #   --only NAME          benchmark only one registry (wharf | distribution); the
-#                        mirror/sync sections then skip the other column
-#   --sections LIST      comma-separated subset of registry,mirror,sync (default all)
+#                        mirror/sync/auth sections then skip the other column
+#   --sections LIST      comma-separated subset of registry,mirror,sync,auth,tagrules,gc,ops
+#                        (default all); auth: manifest GETs anonymous / Basic / Bearer and
+#                        token issue on auth-enabled servers started in that section;
+#                        gc: `wharf gc` on seeded stores (crates/wharf/examples/gc_seed.rs);
+#                        ops: console pages of a 10,000-tag repository, and `wharf bundle
+#                        export/import` vs skopeo and the disk (2 x 512 MiB layers, 256 in --quick)
+#   --gc-max BLOBS       largest store of the gc section's growth rows (default 100000;
+#                        1000000 adds the 1M-blob point, ~15-25 min of seeding more)
 #   --keep               keep the temp dir (data, logs) for inspection
 #   --wait-idle SECS     before measuring, wait up to SECS for the machine to be
 #                        idle (< 15 % CPU busy over 2 s), e.g. while cargo builds
 #
-# Environment: CARGO_TARGET_DIR (default /tmp/bench-target), WHARF_BIN,
+# Environment: CARGO_TARGET_DIR (default /tmp/bench-target), WHARF_BIN, GC_SEED_BIN,
 # WHARF_RUST_LOG (RUST_LOG for the wharf server, default "warn").
 #
 # Everything listens on 127.0.0.1 with free ports, lives in a temp dir, and
@@ -32,7 +39,7 @@ LIB=$BENCH_DIR/lib
 RESULTS_DIR=$BENCH_DIR/results
 REGCLIENT=(python3 "$LIB/regclient.py")
 
-QUICK=0 DO_BUILD=1 KEEP=0 ONLY="" SECTIONS=registry,mirror,sync WAIT_IDLE=0
+QUICK=0 DO_BUILD=1 KEEP=0 ONLY="" SECTIONS=registry,mirror,sync,auth,tagrules,gc,ops WAIT_IDLE=0 GC_MAX=100000
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -43,8 +50,10 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:-}; shift
             case $ONLY in wharf|distribution) ;; *) echo "--only takes wharf or distribution" >&2; exit 2 ;; esac ;;
     --sections) SECTIONS=${2:-}; shift
-                for s in ${SECTIONS//,/ }; do case $s in registry|mirror|sync) ;; *) echo "--sections takes registry,mirror,sync" >&2; exit 2 ;; esac; done ;;
-    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+                for s in ${SECTIONS//,/ }; do case $s in registry|mirror|sync|auth|tagrules|gc|ops) ;; *) echo "--sections takes registry,mirror,sync,auth,tagrules,gc,ops" >&2; exit 2 ;; esac; done ;;
+    --gc-max) GC_MAX=${2:-}; shift
+              [[ $GC_MAX =~ ^[0-9]+$ ]] || { echo "--gc-max takes a blob count" >&2; exit 2; } ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
@@ -110,6 +119,37 @@ proc_state() { sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1; }
 cpu_ticks() {  # utime+stime of a pid (all threads), in clock ticks
   sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12 + $13}'
 }
+cpu_user_ticks() {  # utime alone (work in the process itself, without the kernel's fsync work), clock ticks
+  sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | awk '{print $12}'
+}
+cpu_ticks_sum() {  # pid...: utime+stime of several processes (nginx master + workers), in clock ticks
+  local p t=0 v
+  for p in "$@"; do v=$(cpu_ticks "$p"); t=$((t + ${v:-0})); done
+  echo "$t"
+}
+# CHILD_SECS = CPU seconds (user + system) of this shell's finished children so far: the difference around
+# the big-blob GETs is what the curl clients used.  Call it directly, never in $(...): a subshell starts with
+# no children of its own.
+child_secs() {
+  times >"$WORK/times.out"
+  CHILD_SECS=$(tail -n 1 "$WORK/times.out" | awk '{ for (i = 1; i <= 2; i++) { v = $i; m = v; sub(/m.*/, "", m); sec = v
+    sub(/^[0-9]+m/, "", sec); sub(/s$/, "", sec); t += m * 60 + sec } } END { printf "%.3f", t }')
+}
+# rss_sampler_start PID FILE: every 0.2 s, the largest RssAnon and RssFile (KiB) of PID so far -> FILE
+# ("anon file"); stop with rss_sampler_stop.  VmHWM alone mixes the two: mapped page cache (file-backed,
+# shared, reclaimable) shows up in it as much as heap does.
+rss_sampler_start() {
+  local pid=$1 out=$2
+  echo "0 0" >"$out"
+  ( ma=0 mf=0
+    while kill -0 "$pid" 2>/dev/null; do
+      read -r a f < <(awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print a + 0, f + 0}' "/proc/$pid/status" 2>/dev/null)
+      [ "${a:-0}" -gt "$ma" ] && ma=$a; [ "${f:-0}" -gt "$mf" ] && mf=$f
+      echo "$ma $mf" >"$out"; sleep 0.2
+    done ) &
+  RSS_SAMPLER=$!
+}
+rss_sampler_stop() { kill "$RSS_SAMPLER" 2>/dev/null; wait "$RSS_SAMPLER" 2>/dev/null; return 0; }
 alive() {  # reg
   local p=${PID[$1]:-}
   [ -n "$p" ] || return 1
@@ -218,19 +258,25 @@ wait_http() {  # url pid seconds: wait until url answers (any HTTP status)
 # ----------------------------------------------------------------- set-up ---
 install_prereqs() {
   local need=() cmd pkg
-  for pair in docker-registry:docker-registry nginx:nginx wrk:wrk openssl:openssl jq:jq curl:curl; do
+  for pair in docker-registry:docker-registry nginx:nginx wrk:wrk openssl:openssl jq:jq curl:curl htpasswd:apache2-utils; do
     cmd=${pair%%:*} pkg=${pair##*:}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || need+=("$pkg")
   done
+  if section gc; then   # GNU time for peak RSS (`command -v time` finds bash's keyword); eatmydata for seeding
+    [ -x /usr/bin/time ] || need+=(time)
+    command -v eatmydata >/dev/null 2>&1 || need+=(eatmydata)
+  fi
   if [ ${#need[@]} -gt 0 ]; then
     log "installing: ${need[*]}"
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2 \
       || { echo "apt-get install ${need[*]} failed" >&2; exit 1; }
   fi
   command -v nginx >/dev/null 2>&1 || PATH=$PATH:/usr/sbin
-  # wrk 4.1's parser waits for a body after a HEAD response, so HEAD load uses oha.
+  # wrk 4.1's parser waits for a body after a HEAD response, so HEAD load uses oha (registry section only).
   OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
-  if [ ! -x "$OHA" ]; then
+  if [ ! -x "$OHA" ] && ! section registry; then
+    OHA=""
+  elif [ ! -x "$OHA" ]; then
     log "installing oha (cargo install --locked oha) for the HEAD scenarios"
     if ! CARGO_TARGET_DIR=$WORK/oha-target cargo install --locked oha >"$WORK/oha-install.log" 2>&1; then
       NOTES+=("oha could not be installed (see cargo install output); HEAD rows are n/a")
@@ -252,6 +298,17 @@ build_wharf() {
     fi
   fi
   [ -x "$WHARF_BIN" ] || WHARF_NA="no wharf binary at $WHARF_BIN"
+  if section gc; then
+    GC_SEED_BIN=${GC_SEED_BIN:-$CARGO_TARGET_DIR/release/examples/gc_seed}
+    if [ "$DO_BUILD" = 1 ] && [ -z "$WHARF_NA" ]; then
+      log "building the gc seeder (cargo build --release -p wharf --example gc_seed)"
+      if ! (cd "$REPO_ROOT" && cargo build --release -p wharf --example gc_seed) >>"$WORK/build.log" 2>&1; then
+        GC_SEED_NA="cargo build --release -p wharf --example gc_seed failed"
+        NOTES+=("gc seeder build failed: $(grep -m 3 -E '^error' "$WORK/build.log" | tr '\n' ' ' | cut -c1-400)")
+      fi
+    fi
+    [ -x "$GC_SEED_BIN" ] || GC_SEED_NA=${GC_SEED_NA:-"no gc seeder at $GC_SEED_BIN"}
+  fi
 }
 
 start_wharf() {
@@ -283,8 +340,9 @@ start_distribution() {
   fi
 }
 
-# dist_config FILE ROOTDIR PORT [PROXY-REMOTEURL]: docker-registry config.yml
-# (proxy mode when a remote URL is given: a pull-through cache of one upstream)
+# dist_config FILE ROOTDIR PORT [PROXY-REMOTEURL] [HTPASSWD-FILE]: docker-registry config.yml
+# (proxy mode when a remote URL is given: a pull-through cache of one upstream; htpasswd Basic auth
+# when a file is given)
 dist_config() {
   cat >"$1" <<EOF
 version: 0.1
@@ -303,6 +361,7 @@ http:
   addr: 127.0.0.1:$3
 EOF
   [ -n "${4:-}" ] && printf 'proxy:\n  remoteurl: %s\n' "$4" >>"$1"
+  [ -n "${5:-}" ] && printf 'auth:\n  htpasswd:\n    realm: wharf-bench\n    path: %s\n' "$5" >>"$1"
   return 0
 }
 
@@ -355,8 +414,10 @@ parallel_get() {
 # (the VM is noisy; the same rule applies to nginx and both registries)
 best_get() {
   local best="n/a" err="" r
+  PAR_ALL=""
   for r in $(seq "$BIG_REPEAT"); do
     parallel_get "$@"
+    PAR_ALL+="${PAR_ALL:+, }$(fmt "$PAR_MBS" %.0f)"
     [ -n "$PAR_ERR" ] && err=$PAR_ERR
     if num "$PAR_MBS" && { [ "$best" = n/a ] || awk -v a="$PAR_MBS" -v b="$best" 'BEGIN { exit !(a > b) }'; }; then best=$PAR_MBS; fi
   done
@@ -364,11 +425,10 @@ best_get() {
 }
 
 ceiling_nginx() {
-  # Two server blocks on the same file: sendfile, and plain read/write with
-  # 4 x 256 KiB output buffers (on this VM the latter is often faster).  The
-  # ceiling is the better of the two for each client count.
+  # Two server blocks on the same file: sendfile, and plain read/write with 4 x 256 KiB output buffers.
+  # Both are reported, each with nginx's own CPU (master + workers) per GB sent.
   log "ceiling: nginx serving the $((BIG_BYTES / MiB)) MiB file from page cache (sendfile / read+write)"
-  C_NGINX1="n/a" C_NGINX8="n/a"
+  NGX=()
   local d=$WORK/nginx p1 p2; mkdir -p "$d/tmp" "$d/logs"; p1=$(free_port); p2=$(free_port)
   cat >"$d/nginx.conf" <<EOF
 worker_processes 2;
@@ -403,22 +463,49 @@ EOF
   if ! wait_http "http://127.0.0.1:$p1/big.bin" "$np" 10; then
     NOTES+=("nginx did not start: $(tail -n 3 "$d/logs/error.log" | tr '\n' ' ')"); kill_tree "$np"; return
   fi
-  local n port mode best how
+  local n port mode c0 k0 pids
+  pids=("$np" $(pgrep -P "$np"))
   for n in 1 8; do
-    best="n/a" how=""
-    for port in "$p1" "$p2"; do
-      mode=sendfile; [ "$port" = "$p2" ] && mode=read/write
+    for mode in sendfile rw; do
+      port=$p1; [ "$mode" = rw ] && port=$p2
       curl -s -o /dev/null "http://127.0.0.1:$port/big.bin"   # warm-up
+      c0=$(cpu_ticks_sum "${pids[@]}"); child_secs; k0=$CHILD_SECS
       best_get "nginx $mode" "http://127.0.0.1:$port/big.bin" "$n" "$BIG_BYTES"
       [ -n "$PAR_ERR" ] && NOTES+=("nginx: $PAR_ERR")
-      if num "$PAR_MBS" && { [ "$best" = n/a ] || awk -v a="$PAR_MBS" -v b="$best" 'BEGIN { exit !(a > b) }'; }; then best=$PAR_MBS how=$mode; fi
+      NGX[$mode.$n.mbs]=$PAR_MBS
+      if num "$PAR_MBS"; then
+        NGX[$mode.$n.cpu]=$(calc "($(cpu_ticks_sum "${pids[@]}") - $c0) / $CLK_TCK / ($BIG_REPEAT * $n * $BIG_BYTES / 1e9)")
+        child_secs; NGX[$mode.$n.client]=$(calc "($CHILD_SECS - $k0) / ($BIG_REPEAT * $n * $BIG_BYTES / 1e9)")
+      else
+        NGX[$mode.$n.cpu]=n/a NGX[$mode.$n.client]=n/a
+      fi
+      NOTES+=("nginx $mode, $n client(s): tries $PAR_ALL MB/s (best is reported); the curl clients used $(fmt "${NGX[$mode.$n.client]}" %.3f) CPU s/GB")
     done
-    printf -v "C_NGINX$n" '%s' "$best"
-    NGINX_MODE[$n]=$how
   done
   kill_tree "$np"
 }
-declare -A NGINX_MODE=()
+declare -A NGX=()
+
+# The push ceiling's other half: the data dir's disk, 256 MiB written with fsync (every push fsyncs its
+# blob before the rename).  Random bytes from the test data (zeros could be compressed by the filesystem).
+ceiling_disk_fsync() {
+  local f=$WORK/wharf-data.fsync-probe src=$WORK/data/big.bin t0 t1 bytes
+  if [ "$BIG_BYTES" -lt $((256 * MiB)) ]; then   # --quick: the GET blob is smaller than 256 MiB
+    src=$WORK/data/fsync-src.bin; head -c $((256 * MiB)) /dev/urandom >"$src"; cat "$src" >/dev/null
+  fi
+  log "ceiling: disk, 256 MiB written with fsync (dd conv=fsync) in $WORK"
+  t0=$(date +%s%N)
+  if dd if="$src" of="$f" bs=1M count=256 iflag=fullblock conv=fsync status=none 2>"$WORK/dd.err"; then
+    t1=$(date +%s%N); bytes=$(stat -c %s "$f")
+    C_DISK=$(calc "$bytes / (($t1 - $t0) / 1e9) / 1e6")
+    NOTES+=("disk ceiling: dd if=<random test data> of=$WORK/... bs=1M count=256 conv=fsync wrote $bytes bytes in $(calc "($t1 - $t0) / 1e9" | xargs printf '%.2f') s ($(df -T "$WORK" | awk 'NR == 2 {print $2 " on " $1}'))")
+  else
+    C_DISK="n/a"; NOTES+=("disk fsync ceiling failed: $(head -c 300 "$WORK/dd.err")")
+  fi
+  rm -f "$f" "$WORK/data/fsync-src.bin"
+  C_PUSH="n/a"
+  if num "$C_OPENSSL" && num "$C_DISK"; then C_PUSH=$(awk -v a="$C_OPENSSL" -v b="$C_DISK" 'BEGIN { print (a < b ? a : b) }'); fi
+}
 
 # -------------------------------------------------------------- scenarios ---
 # Each scenario_* takes the registry name (wharf | distribution), records
@@ -457,13 +544,15 @@ probe_single_post() {
 }
 declare -A LAYER_DIGEST=() MANIFEST_FILE=() SINGLE_POST=()
 
-# load_test REG KEY TOOL METHOD CONNS PATH: req/s, p50/p99 ms, server CPU us/req
+# load_test REG KEY TOOL METHOD CONNS PATH [HEADER]: req/s, p50/p99 ms, server CPU us/req;
+# HEADER ("Name: value", e.g. Authorization) goes with the precheck and every load request
 load_test() {
-  local reg=$1 key=$2 tool=$3 method=$4 conns=$5 path=$6
+  local reg=$1 key=$2 tool=$3 method=$4 conns=$5 path=$6 hdr=()
+  [ -n "${7:-}" ] && hdr=(-H "$7")
   local keys=("${key}_rps" "${key}_p50" "${key}_p99" "${key}_cpu")
   require_alive "$reg" "$key" "${keys[@]}" || return
   local url=${BASE[$reg]}$path
-  curl_req "$method" "$url" -H "Accept: $OCI_MANIFEST"
+  curl_req "$method" "$url" -H "Accept: $OCI_MANIFEST" "${hdr[@]}"
   if [ "$CODE" != 200 ]; then
     problem "$reg" "$(resp_desc "$method" "$url") (expected 200 before load test $key)"
     na "$reg" "precheck $method $path returned $CODE" "${keys[@]}"; return
@@ -481,7 +570,7 @@ load_test() {
   if [ "$tool" = wrk ]; then
     local threads=2; [ "$conns" -lt 2 ] && threads=1
     out=$(WRK_METHOD=$method timeout -k 5 $((LOAD_SECS + 30)) "${pin[@]}" wrk -t"$threads" -c"$conns" -d"${LOAD_SECS}s" \
-          --timeout 10s -H "Accept: $OCI_MANIFEST" -s "$LIB/wrk-report.lua" "$url" 2>&1)
+          --timeout 10s -H "Accept: $OCI_MANIFEST" "${hdr[@]}" -s "$LIB/wrk-report.lua" "$url" 2>&1)
     c1=$(cpu_ticks "${PID[$reg]}")
     unpin "$reg" "${#pin[@]}"
     local line; line=$(grep '^WRKRESULT' <<<"$out" | tail -n 1)
@@ -495,7 +584,7 @@ load_test() {
   else
     if [ -z "${OHA:-}" ]; then na "$reg" "oha not available" "${keys[@]}"; return; fi
     out=$(timeout -k 5 $((LOAD_SECS + 30)) "${pin[@]}" "$OHA" -z "${LOAD_SECS}s" -c "$conns" -m "$method" \
-          -H "Accept: $OCI_MANIFEST" --no-tui --output-format json "$url" 2>"$WORK/oha.err")
+          -H "Accept: $OCI_MANIFEST" "${hdr[@]}" --no-tui --output-format json "$url" 2>"$WORK/oha.err")
     c1=$(cpu_ticks "${PID[$reg]}")
     unpin "$reg" "${#pin[@]}"
     if ! jq -e .summary <<<"$out" >/dev/null 2>&1; then
@@ -621,7 +710,7 @@ scenario_push_chunked() {
 }
 
 scenario_big_blob_get() {
-  local reg=$1 keys=(bigblob_get_1_mbs bigblob_get_8_mbs bigblob_get_8_cpu)
+  local reg=$1 keys=(bigblob_get_1_mbs bigblob_get_1_cpu bigblob_get_8_mbs bigblob_get_8_cpu bigblob_rss_anon bigblob_rss_file)
   require_alive "$reg" big_blob_get "${keys[@]}" || return
   log "[$reg] push the $((BIG_BYTES / MiB)) MiB GET test blob (untimed)"
   if ! push_blob "$reg" "$WORK/data/big.bin" "${DIGEST[big]}"; then
@@ -636,15 +725,26 @@ scenario_big_blob_get() {
     na "$reg" "big blob content mismatch" "${keys[@]}"; return
   fi
   log "[$reg] GET $((BIG_BYTES / MiB)) MiB blob, 1 and 8 concurrent curl clients"
-  best_get "$reg" "$url" 1 "$BIG_BYTES"
-  [ -n "$PAR_ERR" ] && problem "$reg" "$PAR_ERR"
-  set_res "$reg" bigblob_get_1_mbs "$PAR_MBS"
-  local c0; c0=$(cpu_ticks "${PID[$reg]}")
-  best_get "$reg" "$url" 8 "$BIG_BYTES"
-  [ -n "$PAR_ERR" ] && problem "$reg" "$PAR_ERR"
-  set_res "$reg" bigblob_get_8_mbs "$PAR_MBS"
-  num "$PAR_MBS" && set_res "$reg" bigblob_get_8_cpu "$(calc "($(cpu_ticks "${PID[$reg]}") - $c0) / $CLK_TCK / ($BIG_REPEAT * 8 * $BIG_BYTES / 1e9)")"
-  [ "$PAR_MBS" = n/a ] && NOTES+=("$reg: big blob GET n/a -- download errors (see problems)")
+  local n c0 k0 client
+  rss_sampler_start "${PID[$reg]}" "$WORK/$reg.rss"
+  for n in 1 8; do
+    c0=$(cpu_ticks "${PID[$reg]}"); child_secs; k0=$CHILD_SECS
+    best_get "$reg" "$url" "$n" "$BIG_BYTES"
+    [ -n "$PAR_ERR" ] && problem "$reg" "$PAR_ERR"
+    set_res "$reg" "bigblob_get_${n}_mbs" "$PAR_MBS"
+    if num "$PAR_MBS"; then
+      set_res "$reg" "bigblob_get_${n}_cpu" "$(calc "($(cpu_ticks "${PID[$reg]}") - $c0) / $CLK_TCK / ($BIG_REPEAT * $n * $BIG_BYTES / 1e9)")"
+      child_secs; client=$(calc "($CHILD_SECS - $k0) / ($BIG_REPEAT * $n * $BIG_BYTES / 1e9)")
+    else
+      set_res "$reg" "bigblob_get_${n}_cpu" n/a; client=n/a
+      NOTES+=("$reg: big blob GET x$n n/a -- download errors (see problems)")
+    fi
+    NOTES+=("$reg big blob GET, $n client(s): tries $PAR_ALL MB/s (best is reported); the curl clients used $(fmt "$client" %.3f) CPU s/GB")
+  done
+  rss_sampler_stop
+  local anon file; read -r anon file <"$WORK/$reg.rss"
+  set_res "$reg" bigblob_rss_anon "$(calc "$anon / 1024")"
+  set_res "$reg" bigblob_rss_file "$(calc "$file / 1024")"
   check_died_during "$reg" big_blob_get
 }
 
@@ -687,6 +787,34 @@ scenario_tags() {
   check_died_during "$reg" tags_list
 }
 
+# Manifest GETs (wrk, 64 conns) while tag PUTs run in bursts of 1,000 (4 keep-alive clients, new tag names
+# each burst): fsyncs on the request path must not stall reads. The bursts repeat until wrk's window ends, so
+# every GET is measured during a burst. Runs after scenario_tags (its tag count check stays exact).
+scenario_get_during_tag_burst() {
+  local reg=$1 keys=(burst_get_c64_p99 burst_get_c64_rps burst_put_rps)
+  require_alive "$reg" tag_burst "${keys[@]}" || return
+  [ -n "${MANIFEST_FILE[$reg]:-}" ] || { na "$reg" "small image was not pushed" "${keys[@]}"; return; }
+  local stop="$WORK/$reg-burst.stop" out="$WORK/$reg-burst.jsonl"
+  rm -f "$stop" "$out"
+  ( local n=0
+    while [ ! -e "$stop" ]; do
+      "${REGCLIENT[@]}" put-tags "${BASE[$reg]}" "$REPO" "${MANIFEST_FILE[$reg]}" --count 1000 --threads 4 \
+        --prefix "burst$n-" 2>>"$WORK/$reg-helper.err" | jq -c . >>"$out" 2>/dev/null
+      n=$((n + 1))
+    done ) &
+  local bursts=$!
+  sleep 0.5  # let the first burst get going
+  load_test "$reg" burst_get_c64 wrk GET 64 "/v2/$REPO/manifests/v1"
+  touch "$stop"
+  wait "$bursts" 2>/dev/null
+  local ok failed rps
+  ok=$(jq -s 'map(.ok) | add // 0' "$out" 2>/dev/null) failed=$(jq -s 'map(.failed) | add // 0' "$out" 2>/dev/null)
+  rps=$(jq -s 'if length > 0 then (map(.rps) | add / length) else empty end' "$out" 2>/dev/null)
+  if num "$failed" && [ "$failed" -gt 0 ]; then problem "$reg" "tag burst: $failed of $((ok + failed)) PUTs failed"; fi
+  if num "$rps"; then set_res "$reg" burst_put_rps "$rps"; else na "$reg" "no tag burst completed" burst_put_rps; fi
+  NOTES+=("$reg: GETs during tag bursts: $(jq -s length "$out" 2>/dev/null) bursts of 1,000 PUTs, $ok tags created")
+}
+
 record_peak_rss() {
   local reg=$1 kb
   require_alive "$reg" peak_rss peak_rss_mib || return
@@ -714,6 +842,7 @@ run_registry_scenarios() {
   step scenario_push_monolithic "$reg"
   step scenario_push_chunked "$reg"
   step scenario_tags "$reg"
+  step scenario_get_during_tag_burst "$reg"
   # mirror and sync scenarios need both servers at once: see scenario_mirror / scenario_sync
 }
 
@@ -725,7 +854,8 @@ run_registry_scenarios() {
 
 # start_aux KIND NAME DATADIR [CONFIG-or-REMOTEURL] [RUST_LOG]: start a wharf
 # (KIND=wharf, optional --config file) or a docker-registry (KIND=dist, optional
-# proxy remoteurl) under the key NAME in PID/BASE/LOGF.  Returns 1 on failure.
+# proxy remoteurl, or htpasswd=FILE for Basic auth) under the key NAME in
+# PID/BASE/LOGF.  Returns 1 on failure.
 start_aux() {
   local kind=$1 name=$2 dir=$3 extra=${4:-} rlog=${5:-${WHARF_RUST_LOG:-warn}} port
   mkdir -p "$dir"; port=$(free_port)
@@ -735,7 +865,10 @@ start_aux() {
     RUST_LOG=$rlog "$WHARF_BIN" serve --listen "127.0.0.1:$port" --data-dir "$dir" "${cfg[@]}" \
       2>>"${LOGF[$name]}" >&2 &
   else
-    dist_config "$WORK/$name.yml" "$dir" "$port" "$extra"
+    case $extra in
+      htpasswd=*) dist_config "$WORK/$name.yml" "$dir" "$port" "" "${extra#htpasswd=}" ;;
+      *) dist_config "$WORK/$name.yml" "$dir" "$port" "$extra" ;;
+    esac
     docker-registry serve "$WORK/$name.yml" 2>>"${LOGF[$name]}" >&2 &
   fi
   PID[$name]=$!; STARTED_PIDS+=("$!")
@@ -1110,6 +1243,20 @@ scenario_sync() {
     problem wharf "no-op wharf sync exited $TIMED_RC: $(tail -n 5 "$WORK/wharf-sync.2.log" | tr '\n' ' ' | cut -c1-600)"
     na wharf "no-op sync failed (exit $TIMED_RC)" sync_noop_s sync_noop_blob_gets
   fi
+  # wharf verify --deep --all over the synced set: every manifest and blob re-hashed (pages are cached: the
+  # sync just wrote them), against one core's openssl SHA-256 when the registry section measured it
+  # without the registry section, measure the one-core SHA-256 ceiling here, right before, under the same load
+  num "${C_OPENSSL:-}" || ceiling_openssl_sha256
+  run_timed "$WORK/wharf-verify.log" "$WHARF_BIN" verify --deep --all --data-dir "$WORK/wharf-sync-data"
+  if [ "$TIMED_RC" = 0 ] && num "$SYNC_BYTES"; then
+    set_res wharf verify_deep_mbs "$(calc "$SYNC_BYTES / 1e6 / $TIMED_S")"
+    if num "${C_OPENSSL:-}"; then set_res wharf verify_deep_ratio "$(calc "${R[wharf.verify_deep_mbs]} / $C_OPENSSL")"
+    else na wharf "openssl speed sha256 could not be measured" verify_deep_ratio; fi
+  else
+    problem wharf "wharf verify --deep --all --data-dir <synced> exited $TIMED_RC: $(tail -n 5 "$WORK/wharf-verify.log" | tr '\n' ' ' | cut -c1-600)"
+    na wharf "verify failed (exit $TIMED_RC)" verify_deep_mbs verify_deep_ratio
+  fi
+  na distribution "no verify command" verify_deep_mbs verify_deep_ratio
   # untimed check: serve the synced data dir (no config) and compare digests
   if start_aux wharf sync-check "$WORK/wharf-sync-data"; then
     SYNC_BAD=""
@@ -1117,11 +1264,13 @@ scenario_sync() {
     stop_aux sync-check
   fi
 
-  # --- skopeo sync --all of the same 20 images into a fresh plain wharf
+  # --- skopeo sync --all of the same 20 images into a fresh plain wharf. It lands under skopeo/bench/...:
+  # names whose first component reads as a registry host (docker.io/...) are reserved for mirrors and
+  # refuse pushes.
   if ! command -v skopeo >/dev/null 2>&1; then
     na distribution "skopeo not installed" "${SYNC_KEYS[@]}"
   elif start_aux wharf skopeo-dest "$WORK/skopeo-dest"; then
-    local yaml=$WORK/skopeo-sync.yaml dest=${BASE[skopeo-dest]#http://}/docker.io/bench
+    local yaml=$WORK/skopeo-sync.yaml dest=${BASE[skopeo-dest]#http://}/skopeo/bench
     { echo "${BASE[sync-upstream]#http://}:"; echo "  tls-verify: false"; echo "  images:"
       for repo in "${repos[@]}"; do echo "    $repo: [\"v1\"]"; done; } >"$yaml"
     SKOPEO_CMD=(skopeo sync --all --preserve-digests --src yaml --dest docker --dest-tls-verify=false "$yaml" "$dest")
@@ -1146,7 +1295,7 @@ scenario_sync() {
       na distribution "skopeo re-sync failed" sync_noop_s sync_noop_blob_gets
     fi
     SYNC_BAD=""
-    sync_verify skopeo-dest docker.io skopeo || NOTES+=("skopeo-synced content incomplete: ${SYNC_BAD:-verification pull failed}")
+    sync_verify skopeo-dest skopeo skopeo || NOTES+=("skopeo-synced content incomplete: ${SYNC_BAD:-verification pull failed}")
     stop_aux skopeo-dest
   else
     na distribution "destination wharf did not start" "${SYNC_KEYS[@]}"
@@ -1160,6 +1309,585 @@ scenario_sync() {
   stop_aux sync-upstream
 }
 
+# ------------------------------------------------------------------- auth ---
+# Access control on: each registry is started afresh (new data dir) with one htpasswd user (a bcrypt entry
+# written by `htpasswd -B`, apache's default cost 5, the form distribution's docs use), the small image is
+# pushed as that user, then wrk at 64 connections on the manifest by tag: anonymous, with Basic
+# credentials, with a Bearer token (wharf), and wharf's token endpoint itself.  Rows land in the
+# wharf | distribution columns.
+AUTH_USER=bench
+AUTH_LOAD_KEYS=(auth_anon_c64 auth_basic_c64 auth_bearer_c64 auth_token_c64)
+auth_keys() { local k; for k in "$@"; do printf '%s\n' "${k}_rps" "${k}_p50" "${k}_p99" "${k}_cpu"; done; }
+AUTH_ALL_KEYS=($(auth_keys "${AUTH_LOAD_KEYS[@]}") auth_basic_ratio auth_bearer_ratio)
+
+# auth_load COL NAME KEY PATH [HEADER]: load_test (wrk GET, 64 conns) on the server NAME; the values go to
+# column COL (wharf | distribution)
+auth_load() {
+  local col=$1 name=$2 key=$3 path=$4 k
+  load_test "$name" "$key" wrk GET 64 "$path" "${5:-}"
+  for k in rps p50 p99 cpu; do
+    R[$col.${key}_$k]=${R[$name.${key}_$k]:-n/a}; unset "R[$name.${key}_$k]"
+  done
+}
+# auth_ratio COL KEY NUMERATOR DENOMINATOR: req/s of one auth_load row over another's
+auth_ratio() {
+  if num "${R[$1.$3_rps]:-}" && num "${R[$1.$4_rps]:-}"; then
+    set_res "$1" "$2" "$(calc "${R[$1.$3_rps]} / ${R[$1.$4_rps]}")"
+  else
+    na "$1" "$3 or $4 not measured" "$2"
+  fi
+}
+# auth_push NAME: the small image as bench/app:v1, every request with the user's Basic credentials
+auth_push() {
+  local out p
+  log "[$1] push small image $REPO:v1 as $AUTH_USER (Basic credentials)"
+  out=$("${REGCLIENT[@]}" push-image "${BASE[$1]}" "$REPO" v1 "$WORK/$1-image" --user "$AUTH_USER:$AUTH_PASS" 2>>"$WORK/$1-helper.err")
+  while IFS= read -r p; do [ -n "$p" ] && problem "$1" "push small image as $AUTH_USER: $p"; done < <(jq -r '.problems[]?' <<<"$out" 2>/dev/null)
+  [ "$(jq -r .ok <<<"$out" 2>/dev/null)" = true ]
+}
+# auth_expect NAME WANT METHOD PATH [curl args...]: one request; a problem unless the status is WANT
+auth_expect() {
+  local name=$1 want=$2 method=$3 path=$4; shift 4
+  curl_req "$method" "${BASE[$name]}$path" "$@"
+  [ "$CODE" = "$want" ] && return 0
+  problem "$name" "$(resp_desc "$method" "${BASE[$name]}$path") (expected $want)"; return 1
+}
+
+auth_wharf() {
+  local name=wharf-auth cfg=$WORK/wharf-auth.toml man=/v2/$REPO/manifests/v1 token scope
+  local tok_path="/auth/token?service=wharf&scope=repository:$REPO:pull"
+  if [ -n "${WHARF_NA:-}" ]; then na wharf "$WHARF_NA" "${AUTH_ALL_KEYS[@]}"; return; fi
+  cat >"$cfg" <<EOF
+[auth]
+htpasswd = "$AUTH_HTPASSWD"
+
+[[access]]
+repositories = ["$REPO"]
+users = ["anonymous"]
+actions = ["pull"]
+
+[[access]]
+repositories = ["*"]
+users = ["$AUTH_USER"]
+actions = ["pull", "push"]
+EOF
+  log "[wharf] auth: [auth] htpasswd + [[access]] (anonymous pull on $REPO; $AUTH_USER pull, push on *)"
+  if ! start_aux wharf "$name" "$WORK/$name" "$cfg"; then
+    na wharf "auth-enabled wharf did not start (see problems)" "${AUTH_ALL_KEYS[@]}"; return
+  fi
+  if ! auth_push "$name"; then
+    na wharf "small image push as $AUTH_USER failed (see problems)" "${AUTH_ALL_KEYS[@]}"; stop_aux "$name"; return
+  fi
+  # access control is on: an anonymous push is refused
+  auth_expect "$name" 401 POST "/v2/$REPO/blobs/uploads/"
+  auth_load wharf "$name" auth_anon_c64 "$man"
+  auth_load wharf "$name" auth_basic_c64 "$man" "$AUTH_BASIC"
+  # one token (Basic credentials, scope pull on the repo) for the whole Bearer run
+  curl_req GET "${BASE[$name]}$tok_path" -u "$AUTH_USER:$AUTH_PASS"
+  token=$(jq -r '.token // empty' "$WORK/resp.body" 2>/dev/null)
+  if [ "$CODE" != 200 ] || [ -z "$token" ]; then
+    problem "$name" "$(resp_desc GET "${BASE[$name]}$tok_path") with $AUTH_USER's Basic credentials (expected 200 and a JSON token)"
+    na wharf "token request failed (see problems)" $(auth_keys auth_bearer_c64 auth_token_c64)
+  else
+    scope=$(jq -r '.scope // .access // empty' "$WORK/resp.body" 2>/dev/null)
+    NOTES+=("wharf auth: GET ${tok_path} with Basic credentials -> 200, token granted for '$scope', expires_in $(jq -r '.expires_in // "?"' "$WORK/resp.body") s (fetched once, used for the whole Bearer run)")
+    auth_load wharf "$name" auth_bearer_c64 "$man" "Authorization: Bearer $token"
+    # token issue rate: the same request as above (checked: 200 with a token), at 64 connections
+    auth_load wharf "$name" auth_token_c64 "$tok_path" "$AUTH_BASIC"
+  fi
+  auth_ratio wharf auth_basic_ratio auth_basic_c64 auth_anon_c64
+  auth_ratio wharf auth_bearer_ratio auth_bearer_c64 auth_anon_c64
+  stop_aux "$name"; rm -rf "$WORK/$name"
+}
+
+auth_distribution() {
+  local name=dist-auth dir=$WORK/dist-auth man=/v2/$REPO/manifests/v1
+  na distribution "docker-registry 2.8 with htpasswd auth has no token endpoint (the token flow needs a separate token server, auth: token)" \
+    $(auth_keys auth_bearer_c64 auth_token_c64) auth_bearer_ratio
+  log "[distribution] auth: docker-registry with auth: htpasswd: {realm, path}"
+  if ! start_aux dist "$name" "$dir" "htpasswd=$AUTH_HTPASSWD"; then
+    na distribution "auth-enabled docker-registry did not start (see problems)" $(auth_keys auth_anon_c64 auth_basic_c64) auth_basic_ratio; return
+  fi
+  if ! auth_push "$name"; then
+    na distribution "small image push as $AUTH_USER failed (see problems)" $(auth_keys auth_anon_c64 auth_basic_c64) auth_basic_ratio
+    stop_aux "$name"; return
+  fi
+  # access control is on: an anonymous GET is refused
+  auth_expect "$name" 401 GET "$man" -H "Accept: $OCI_MANIFEST"
+  auth_load distribution "$name" auth_basic_c64 "$man" "$AUTH_BASIC"
+  stop_aux "$name"
+  # distribution's htpasswd auth has no anonymous access at all, so the anonymous baseline is the same data
+  # dir served by a docker-registry without auth
+  if start_aux dist dist-noauth "$dir"; then
+    auth_load distribution dist-noauth auth_anon_c64 "$man"
+    stop_aux dist-noauth
+    NOTES+=("distribution auth: htpasswd auth admits no anonymous requests, so its anonymous row is the same data dir served by docker-registry without auth (wharf's: the auth-enabled server, a rule letting anonymous pull $REPO)")
+  else
+    na distribution "docker-registry without auth did not start on the auth data dir (see problems)" $(auth_keys auth_anon_c64)
+  fi
+  auth_ratio distribution auth_basic_ratio auth_basic_c64 auth_anon_c64
+  rm -rf "$dir"
+}
+
+scenario_auth() {
+  log "=== auth ==="
+  local reg
+  AUTH_PASS=$(openssl rand -hex 16) AUTH_HTPASSWD=$WORK/auth.htpasswd
+  if ! htpasswd -B -b -c "$AUTH_HTPASSWD" "$AUTH_USER" "$AUTH_PASS" 2>"$WORK/htpasswd.err"; then
+    for reg in wharf distribution; do na "$reg" "htpasswd -B failed: $(head -c 200 "$WORK/htpasswd.err")" "${AUTH_ALL_KEYS[@]}"; done
+    return
+  fi
+  NOTES+=("auth: htpasswd entry $(cut -d: -f2 "$AUTH_HTPASSWD" | cut -c1-7)... (htpasswd -B, cost $(cut -d'$' -f3 "$AUTH_HTPASSWD")), the same file for both registries")
+  AUTH_BASIC="Authorization: Basic $(printf '%s:%s' "$AUTH_USER" "$AUTH_PASS" | base64 -w0)"
+  for reg in wharf distribution; do
+    if [ -n "$ONLY" ] && [ "$ONLY" != "$reg" ]; then na "$reg" "--only $ONLY" "${AUTH_ALL_KEYS[@]}"; continue; fi
+    "auth_$reg"
+    # with the registry section in the same run: the auth-off server's figure for the same request
+    if num "${R[$reg.manifest_get_c64_rps]:-}" && num "${R[$reg.auth_anon_c64_rps]:-}"; then
+      NOTES+=("$reg: manifest GET at 64 conns without access control (registry section): $(fmt "${R[$reg.manifest_get_c64_rps]}" %.0f) req/s, $(fmt "${R[$reg.manifest_get_c64_cpu]}" %.1f) µs CPU/req; the auth section's anonymous row: $(fmt "${R[$reg.auth_anon_c64_rps]}" %.0f) req/s, $(fmt "${R[$reg.auth_anon_c64_cpu]}" %.1f) µs CPU/req")
+    fi
+  done
+}
+
+# ------------------------------------------------------------- tag rules ---
+# What [[tags]] rules cost a push: tag PUTs (the small manifest under new tags, 4 keep-alive clients) on a
+# fresh wharf without rules, then on a fresh wharf whose rules cover every one of those tags (immutable: each
+# PUT checks the tag's current digest and the rule before it moves the tag). Both record the tag history.
+TAGRULE_KEYS=(tagrules_plain_rps tagrules_rules_rps tagrules_plain_cpu tagrules_rules_cpu tagrules_plain_ucpu tagrules_rules_ucpu tagrules_ratio)
+scenario_tagrules() {
+  log "=== tag rules ==="
+  na distribution "no tag rules in distribution 2.8" "${TAGRULE_KEYS[@]}"
+  if [ -n "${WHARF_NA:-}" ]; then na wharf "$WHARF_NA" "${TAGRULE_KEYS[@]}"; return; fi
+  local count=$((TAG_COUNT / 4)) variant name cfg out cpu rps
+  # Interleaved and repeated (plain, rules, plain, rules), the best of each kept: a single pair is at the
+  # mercy of whatever else the disk and the 2 cores are doing at that moment.
+  for variant in plain rules plain rules; do
+    name=wharf-tags-$variant cfg=""
+    if [ "$variant" = rules ]; then
+      cfg=$WORK/$name.toml
+      printf '[[tags]]\nrepositories = ["%s"]\ntags = ["t*"]\nimmutable = true\n' "$REPO" >"$cfg"
+    fi
+    if ! start_aux wharf "$name" "$WORK/$name" "$cfg"; then na wharf "$name did not start" "tagrules_${variant}_rps"; continue; fi
+    out=$("${REGCLIENT[@]}" push-image "${BASE[$name]}" "$REPO" v1 "$WORK/$name-image" 2>>"$WORK/$name-helper.err")
+    if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+      problem "$name" "push small image: $(jq -c .problems <<<"$out" 2>/dev/null)"; na wharf "push failed" "tagrules_${variant}_rps"
+      stop_aux "$name"; continue
+    fi
+    log "[$name] create $count tags (PUT manifest by tag, 4 keep-alive clients)"
+    local c0 c1 u0 u1 ucpu; c0=$(cpu_ticks "${PID[$name]}") u0=$(cpu_user_ticks "${PID[$name]}")
+    out=$("${REGCLIENT[@]}" put-tags "${BASE[$name]}" "$REPO" "$WORK/$name-image/manifest.json" --count "$count" --threads 4 2>>"$WORK/$name-helper.err")
+    c1=$(cpu_ticks "${PID[$name]}") u1=$(cpu_user_ticks "${PID[$name]}")
+    if [ "$(jq -r .failed <<<"$out" 2>/dev/null)" = 0 ]; then
+      rps=$(jq -r .rps <<<"$out") cpu=$(calc "($c1 - $c0) / $CLK_TCK * 1e6 / $count")
+      ucpu=$(calc "($u1 - $u0) / $CLK_TCK * 1e6 / $count")
+      NOTES+=("tag rules: $variant run: $(fmt "$rps" %.0f) PUT/s, $(fmt "$cpu" %.1f) µs CPU/PUT of which $(fmt "$ucpu" %.1f) µs user")
+      if ! num "${R[wharf.tagrules_${variant}_ucpu]:-}" || awk -v a="$ucpu" -v b="${R[wharf.tagrules_${variant}_ucpu]}" 'BEGIN { exit !(a < b) }'; then
+        set_res wharf "tagrules_${variant}_ucpu" "$ucpu"
+      fi
+      if ! num "${R[wharf.tagrules_${variant}_rps]:-}" || awk -v a="$rps" -v b="${R[wharf.tagrules_${variant}_rps]}" 'BEGIN { exit !(a > b) }'; then
+        set_res wharf "tagrules_${variant}_rps" "$rps"
+      fi
+      if ! num "${R[wharf.tagrules_${variant}_cpu]:-}" || awk -v a="$cpu" -v b="${R[wharf.tagrules_${variant}_cpu]}" 'BEGIN { exit !(a < b) }'; then
+        set_res wharf "tagrules_${variant}_cpu" "$cpu"
+      fi
+    else
+      problem "$name" "tag creation: $(jq -c . <<<"$out" 2>/dev/null | cut -c1-300)"; na wharf "tag PUTs failed" "tagrules_${variant}_rps"
+    fi
+    stop_aux "$name"; rm -rf "$WORK/$name"
+  done
+  # User CPU per PUT, not req/s nor total CPU: the PUTs wait on fsyncs, and the kernel's fsync work (system
+  # time, ~90% of a PUT's CPU on this VM) varies 2x from run to run; the rule check runs in user space.
+  if num "${R[wharf.tagrules_plain_ucpu]:-}" && num "${R[wharf.tagrules_rules_ucpu]:-}"; then
+    set_res wharf tagrules_ratio "$(calc "${R[wharf.tagrules_rules_ucpu]} / ${R[wharf.tagrules_plain_ucpu]}")"
+  else
+    na wharf "a tag PUT run was not measured" tagrules_ratio
+  fi
+}
+
+# --------------------------------------------------------------------- gc ---
+# Garbage collection on stores seeded by crates/wharf/examples/gc_seed.rs through the store API (M = blobs/10
+# manifests of config + 9 layers in repositories of 100; even-numbered manifests tagged, odd ones not; orphan
+# uploads top the pool up to the blob count). Seeding is set-up, not measured: it runs under eatmydata when
+# installed (no fsync per object), then `sync` writes everything out before any measurement. Each point gets a
+# fresh store: `wharf gc --data-dir DIR --grace 0s` as a separate process under /usr/bin/time (wall time from
+# the shell, peak RSS = %M); with --grace 0s everything not reachable from a tag is garbage, ~half the store.
+# Then the manifest GET p99 (wrk, 64 conns) against a `wharf serve` on a copy of the main store, idle and while
+# `wharf gc` runs in a loop beside it on the same data dir. distribution's column: points up to 100k, the same
+# content converted to its layout (lib/dist_from_wharf.py), `docker-registry garbage-collect --delete-untagged`.
+GC_POINTS=() GC_MAIN="" GC_DIST_MAX=100000
+gc_points() {
+  local p cand=(10000 100000 1000000)
+  [ "$QUICK" = 1 ] && cand=(1000 10000 100000)
+  GC_POINTS=()
+  for p in "${cand[@]}"; do
+    [ "$p" -le "$GC_MAX" ] && { [ "$QUICK" = 0 ] || [ "$p" -le 100000 ]; } && GC_POINTS+=("$p")
+  done
+  [ ${#GC_POINTS[@]} -eq 0 ] && GC_POINTS=("$GC_MAX")
+  GC_MAIN=${GC_POINTS[-1]}
+  for p in "${GC_POINTS[@]}"; do [ "$p" = 100000 ] && GC_MAIN=100000; done
+  return 0
+}
+thousands() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
+gc_point_keys() { echo "gc_$1_s gc_$1_rss gc_$1_us"; }
+GC_SERVE_KEYS=(gc_get_idle_p99 gc_get_busy_p99 gc_get_ratio gc_get_idle_rps gc_get_busy_rps)
+
+# gc_seed N DIR: a fresh store of N blobs in DIR; SEED_JSON, SEED_SECS (seeding + sync). Returns 1 on failure.
+gc_seed() {
+  local n=$1 dir=$2 t0 t1 pre=()
+  command -v eatmydata >/dev/null 2>&1 && pre=(eatmydata)
+  log "[gc] seeding $(thousands "$n") blobs, $(thousands $((n / 10))) manifests${pre:+ (under eatmydata)}"
+  t0=$(date +%s%N)
+  if ! SEED_JSON=$("${pre[@]}" "$GC_SEED_BIN" --data-dir "$dir" --blobs "$n" 2>"$WORK/gc-seed-$n.err"); then
+    problem wharf "gc_seed --data-dir $dir --blobs $n failed: $(tail -n 3 "$WORK/gc-seed-$n.err" | tr '\n' ' ' | cut -c1-400)"
+    return 1
+  fi
+  sync
+  t1=$(date +%s%N); SEED_SECS=$(calc "($t1 - $t0) / 1e9")
+}
+
+# gc_run DIR OUT: one `wharf gc --grace 0s` under /usr/bin/time; GC_SECS (wall), GC_RSS_KIB, GC_DEL ("manifests
+# links blobs"); its output in OUT. Returns 1 when it failed.
+gc_run() {
+  local dir=$1 out=$2 t0 t1 rc
+  GC_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+  t0=$(date +%s%N)
+  RUST_LOG=warn /usr/bin/time -f '%e %M' -o "$out.time" "$WHARF_BIN" gc --data-dir "$dir" --grace 0s >"$out" 2>&1; rc=$?
+  t1=$(date +%s%N)
+  GC_SECS=$(calc "($t1 - $t0) / 1e9") GC_RSS_KIB=$(awk 'END {print $2}' "$out.time")
+  GC_DEL=$(sed -n 's/.*deleted \([0-9]*\) manifests, \([0-9]*\) blob links, \([0-9]*\) pool blobs.*/\1 \2 \3/p' "$out" | head -n 1)
+  [ "$rc" = 0 ] && [ -n "$GC_DEL" ]
+}
+
+# gc_dist N WHARF_DIR: distribution's offline collector on the same content (the registry is stopped: its GC is
+# stop-the-world); fills the distribution column of point N.
+gc_dist() {
+  local n=$1 src=$2 root=$WORK/gc-dist-$n cfg=$WORK/gc-dist-$n.yml conv t0 t1 rc left_m left_b
+  if [ -n "$ONLY" ] && [ "$ONLY" != distribution ]; then na distribution "--only $ONLY" $(gc_point_keys "$n"); return; fi
+  if ! conv=$(python3 "$LIB/dist_from_wharf.py" "$src" "$root" 2>"$WORK/gc-dist-conv.err"); then
+    na distribution "converting the seeded store failed: $(tail -n 2 "$WORK/gc-dist-conv.err" | tr '\n' ' ' | cut -c1-300)" $(gc_point_keys "$n"); return
+  fi
+  sync
+  dist_config "$cfg" "$root" "$(free_port)"
+  log "[gc] distribution: docker-registry garbage-collect --delete-untagged on the same $(thousands "$n") blobs"
+  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
+  t0=$(date +%s%N)
+  /usr/bin/time -f '%e %M' -o "$WORK/gc-dist-$n.time" docker-registry garbage-collect --delete-untagged "$cfg" >"$WORK/gc-dist-$n.log" 2>&1; rc=$?
+  t1=$(date +%s%N)
+  if [ "$rc" != 0 ]; then
+    na distribution "docker-registry garbage-collect exited $rc: $(tail -n 2 "$WORK/gc-dist-$n.log" | tr '\n' ' ' | cut -c1-300)" $(gc_point_keys "$n"); return
+  fi
+  set_res distribution "gc_${n}_s" "$(calc "($t1 - $t0) / 1e9")"
+  set_res distribution "gc_${n}_rss" "$(calc "$(awk 'END {print $2}' "$WORK/gc-dist-$n.time") / 1024")"
+  set_res distribution "gc_${n}_us" "$(calc "($t1 - $t0) / 1e3 / $n")"
+  left_m=$(find "$root/docker/registry/v2/repositories" -path '*/_manifests/revisions/*' -name link | wc -l)
+  left_b=$(find "$root/docker/registry/v2/blobs" -name data | wc -l)
+  NOTES+=("gc, distribution at $(thousands "$n") blobs: converted $conv; after garbage-collect --delete-untagged: $left_m manifest revisions and $left_b blob files left (blob files include the manifests' own); load average before it: $load")
+}
+
+scenario_gc() {
+  log "=== gc ==="
+  gc_points
+  local n dir keys want_m want_b m l b serve=$WORK/gc-serve
+  local all=()
+  for n in "${GC_POINTS[@]}"; do all+=($(gc_point_keys "$n")); done
+  all+=(gc_main_s gc_main_rss "${GC_SERVE_KEYS[@]}")
+  na distribution "no online GC in distribution 2.8 (its garbage-collect is offline, stop-the-world: the registry must be stopped or read-only)" "${GC_SERVE_KEYS[@]}"
+  if [ -n "${WHARF_NA:-}" ] || [ -n "${GC_SEED_NA:-}" ]; then
+    na wharf "${WHARF_NA:-$GC_SEED_NA}" "${all[@]}"; return
+  fi
+  [ "$GC_MAIN" -gt "$GC_DIST_MAX" ] && na distribution "distribution's collector is compared up to $(thousands "$GC_DIST_MAX") blobs" gc_main_s gc_main_rss
+  for n in "${GC_POINTS[@]}"; do
+    dir=$WORK/gc-$n; rm -rf "$dir"
+    keys=($(gc_point_keys "$n"))
+    if ! gc_seed "$n" "$dir"; then na wharf "seeding failed (see problems)" "${keys[@]}"; continue; fi
+    want_m=$(jq -r .garbage_manifests <<<"$SEED_JSON") want_b=$(jq -r .garbage_blobs <<<"$SEED_JSON")
+    NOTES+=("gc, $(thousands "$n") blobs: seeded $(jq -c . <<<"$SEED_JSON") in $(fmt "$SEED_SECS" %.1f) s with the final sync ($(calc "$n / $SEED_SECS" | xargs printf '%.0f') blobs/s$(command -v eatmydata >/dev/null 2>&1 && echo ', under eatmydata')); garbage: $want_m of $(jq -r .manifests <<<"$SEED_JSON") manifests (the untagged ones) and $want_b of $n blobs ($(calc "100 * $want_b / $n" | xargs printf '%.1f') %: their configs and own layers, and the orphan uploads)")
+    [ "$n" = "$GC_MAIN" ] && { rm -rf "$serve"; cp -a "$dir" "$serve"; }
+    if [ "$n" -le "$GC_DIST_MAX" ]; then gc_dist "$n" "$dir"; else na distribution "distribution's collector is compared up to $(thousands "$GC_DIST_MAX") blobs (its offline run at 1M would add minutes and several GB of converted layout)" "${keys[@]}"; fi
+    log "[gc] wharf gc --grace 0s on $(thousands "$n") blobs"
+    if ! gc_run "$dir" "$WORK/gc-$n.out"; then
+      problem wharf "wharf gc --data-dir <$n-blob store> --grace 0s failed: $(tail -n 3 "$WORK/gc-$n.out" | tr '\n' ' ' | cut -c1-400)"
+      na wharf "wharf gc failed (see problems)" "${keys[@]}"; continue
+    fi
+    set_res wharf "gc_${n}_s" "$GC_SECS"
+    set_res wharf "gc_${n}_rss" "$(calc "$GC_RSS_KIB / 1024")"
+    set_res wharf "gc_${n}_us" "$(calc "$GC_SECS * 1e6 / $n")"
+    read -r m l b <<<"$GC_DEL"
+    NOTES+=("gc, wharf at $(thousands "$n") blobs: $(head -n 2 "$WORK/gc-$n.out" | tail -n 1 | sed 's/^ *//'); load average before it: $GC_LOAD")
+    [ "$m" = "$want_m" ] && [ "$b" = "$want_b" ] ||
+      problem wharf "wharf gc on the $n-blob store deleted $m manifests and $b pool blobs; the seeder's garbage is $want_m manifests and $want_b blobs"
+    # The stores stay until the work dir goes at exit, after the report: deleting millions of small files is
+    # minutes of disk work (at 1M), which would land on the next measurement.
+    if [ "$n" = "$GC_MAIN" ]; then
+      R[wharf.gc_main_s]=${R[wharf.gc_${n}_s]:-} R[wharf.gc_main_rss]=${R[wharf.gc_${n}_rss]:-}
+      R[distribution.gc_main_s]=${R[distribution.gc_${n}_s]:-n/a} R[distribution.gc_main_rss]=${R[distribution.gc_${n}_rss]:-n/a}
+      # the GET rows now, before a bigger point's seeding and clean-up (minutes of disk work at 1M)
+      gc_serve "$serve"
+    fi
+  done
+  if [ -z "${R[wharf.gc_get_idle_p99]:-}" ] && [ -d "$serve" ]; then gc_serve "$serve"   # the main point's gc failed
+  elif [ -z "${R[wharf.gc_get_idle_p99]:-}" ]; then na wharf "the $(thousands "$GC_MAIN")-blob store was not seeded" "${GC_SERVE_KEYS[@]}"; fi
+  return 0
+}
+
+# gc_serve DIR: manifest GET p99 at 64 connections against `wharf serve` on DIR, idle, then while `wharf gc
+# --grace 0s` runs in a loop on the same data dir (a separate process, one run after another).
+gc_serve() {
+  local dir=$1 name=wharf-gc path=/v2/gcbench/r00000/manifests/t0000000 loop k runs
+  if [ ! -d "$dir" ]; then na wharf "the $(thousands "$GC_MAIN")-blob store was not seeded" "${GC_SERVE_KEYS[@]}"; return; fi
+  if ! start_aux wharf "$name" "$dir"; then na wharf "wharf serve on the seeded store did not start" "${GC_SERVE_KEYS[@]}"; return; fi
+  gc_load() {  # key
+    load_test "$name" "$1" wrk GET 64 "$path"
+    for k in rps p50 p99 cpu; do R[wharf.${1}_$k]=${R[$name.${1}_$k]:-n/a}; unset "R[$name.${1}_$k]"; done
+  }
+  local load_idle load_busy
+  load_idle=$(cut -d' ' -f1-3 /proc/loadavg)
+  gc_load gc_idle_c64
+  load_busy=$(cut -d' ' -f1-3 /proc/loadavg)
+  log "[gc] the same while wharf gc --grace 0s runs in a loop on the data dir"
+  : >"$WORK/gc-loop.log"
+  ( while :; do
+      echo "START $(date +%s%N)" >>"$WORK/gc-loop.log"
+      RUST_LOG=warn "$WHARF_BIN" gc --data-dir "$dir" --grace 0s >>"$WORK/gc-loop.log" 2>&1
+      echo "END $(date +%s%N) rc=$?" >>"$WORK/gc-loop.log"
+    done ) &
+  loop=$!; STARTED_PIDS+=("$loop")
+  sleep 1
+  gc_load gc_busy_c64
+  runs=$(grep -c '^END' "$WORK/gc-loop.log")
+  kill_tree "$loop"
+  NOTES+=("gc during GETs: $runs wharf gc run(s) finished in the ${LOAD_SECS} s load window + 1 s lead-in (the first deletes the store's garbage, later ones only mark and find nothing; a run still going at the end was killed); first run: $(grep -m 1 'deleted' "$WORK/gc-loop.log" | sed 's/^ *//' || echo 'not finished'); GET req/s idle $(fmt "${R[wharf.gc_idle_c64_rps]:-}" %.0f), during gc $(fmt "${R[wharf.gc_busy_c64_rps]:-}" %.0f); load average before the idle run: $load_idle, before the gc loop: $load_busy")
+  R[wharf.gc_get_idle_p99]=${R[wharf.gc_idle_c64_p99]:-n/a} R[wharf.gc_get_busy_p99]=${R[wharf.gc_busy_c64_p99]:-n/a}
+  R[wharf.gc_get_idle_rps]=${R[wharf.gc_idle_c64_rps]:-n/a} R[wharf.gc_get_busy_rps]=${R[wharf.gc_busy_c64_rps]:-n/a}
+  if num "${R[wharf.gc_get_idle_p99]}" && num "${R[wharf.gc_get_busy_p99]}"; then
+    set_res wharf gc_get_ratio "$(calc "${R[wharf.gc_get_busy_p99]} / ${R[wharf.gc_get_idle_p99]}")"
+  else
+    na wharf "a p99 was not measured" gc_get_ratio
+  fi
+  stop_aux "$name"
+}
+
+# rows of the gc section, appended to print_table's rows (bash's dynamic scope)
+gc_table_rows() {
+  local n mn
+  [ ${#GC_POINTS[@]} -gt 0 ] || return 0
+  mn="$(thousands "$GC_MAIN") blobs, $(thousands $((GC_MAIN / 10))) manifests"
+  rows+=(
+    "gc_main_s|gc: wharf gc --grace 0s on a store of $mn (about half garbage; distribution: garbage-collect --delete-untagged, offline): wall s ↓ (target < 10)|lo|%.2f"
+    "gc_main_rss|gc: the same, peak RSS of the gc process (/usr/bin/time %M): MiB ↓ (target < 64)|lo|%.1f"
+  )
+  for n in "${GC_POINTS[@]}"; do
+    rows+=(
+      "gc_${n}_s|gc growth: $(thousands "$n") blobs, $(thousands $((n / 10))) manifests: wall s ↓|lo|%.2f"
+      "gc_${n}_rss|gc growth: $(thousands "$n") blobs: peak RSS MiB ↓|lo|%.1f"
+      "gc_${n}_us|gc growth: $(thousands "$n") blobs: µs per blob (wall / blobs) ↓|lo|%.1f"
+    )
+  done
+  rows+=(
+    "gc_get_idle_p99|gc: manifest GET by tag, 64 conns, wharf serve on the $mn store, no gc: p99 ms ↓|lo|%.3f"
+    "gc_get_busy_p99|gc: the same while wharf gc --grace 0s runs in a loop beside it (separate process, same data dir): p99 ms ↓|lo|%.3f"
+    "gc_get_ratio|gc: GET p99 during gc / idle (target ≤ 2) ↓|-|%.2f"
+  )
+}
+
+# -------------------------------------------------------------------- ops ---
+# Operations (wharf only): (a) console pages of a 10,000-tag repository: one 3-platform OCI index (tiny random
+# layers, regclient.py push-multi) tagged 10,000 times by manifest PUTs of the same bytes (lib/opsclient.py
+# tag-many, 16 keep-alive connections), then GET /ui/tags/<repo> (page 1), ?page=50 and GET / with wrk, 1
+# connection (client and server pinned to separate cores, as every 1-conn row), LOAD_SECS each; (b) air-gap
+# bundles: a 2-platform image of one OPS_LAYER_BYTES random layer per platform, `wharf bundle export` / `wharf
+# bundle import` against skopeo copy --all to / from an oci-archive of the same image, each timed to durable
+# (command + sync), the page cache dropped before each step when /proc/sys/vm/drop_caches is writable, and
+# compared with the disk's sequential write speed (dd, 1 GiB, oflag=direct conv=fdatasync).
+OPS_UI_KEYS=() OPS_BUNDLE_KEYS=(ops_disk_write_mbs ops_disk_read_mbs ops_copy_mbs ops_export_mbs ops_export_disk ops_export_copy ops_import_mbs ops_import_disk ops_import_copy)
+for _k in ui_tags1 ui_tags50 ui_root; do for _m in rps p50 p99 cpu; do OPS_UI_KEYS+=("ops_${_k}_$_m"); done; done
+OPS_TAGS=10000 OPS_DROPPED="" OPS_LAYER_BYTES=512M
+[ "$QUICK" = 1 ] && OPS_LAYER_BYTES=256M
+
+ops_drop_caches() {  # sync, then drop the page cache when allowed; OPS_DROPPED = yes | no (reason)
+  sync
+  if { echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null; then OPS_DROPPED=${OPS_DROPPED:-yes}
+  else OPS_DROPPED="no (writing /proc/sys/vm/drop_caches failed)"; fi
+}
+
+# ops_timed WHO LABEL LOG CMD...: drop the page cache, run CMD then sync, OPS_S = wall seconds of both (""
+# on failure, reported as a problem under WHO), OPS_CMD_S = the command alone.
+ops_timed() {
+  local who=$1 label=$2 logf=$3 t0 t1 t2 rc pre=(); shift 3
+  [ -x /usr/bin/time ] && pre=(/usr/bin/time -f '%U %S %M' -o "$logf.time")
+  ops_drop_caches
+  log "[ops] $label"
+  t0=$(date +%s%N)
+  "${pre[@]}" "$@" >"$logf" 2>&1; rc=$?
+  t1=$(date +%s%N); sync; t2=$(date +%s%N)
+  OPS_S="" OPS_CMD_S=$(calc "($t1 - $t0) / 1e9")
+  OPS_CPU=$(awk 'END { if (NF >= 3) printf "process CPU %.2f s user + %.2f s system, peak RSS %.1f MiB", $1, $2, $3 / 1024; else print "process CPU n/a" }' "$logf.time" 2>/dev/null)
+  if [ "$rc" != 0 ]; then
+    problem "$who" "$label: \`$*\` exited $rc: $(tail -n 3 "$logf" | tr '\n' ' ' | cut -c1-400)"; return 1
+  fi
+  OPS_S=$(calc "($t2 - $t0) / 1e9")
+}
+
+ops_console() {
+  local name=wharf-ops-ui repo=ops/console out idx=$WORK/ops-console-index.json k
+  if ! start_aux wharf "$name" "$WORK/ops-ui-data"; then na wharf "wharf serve did not start" "${OPS_UI_KEYS[@]}"; return; fi
+  log "[ops] console: a 3-platform index, tagged $(thousands "$OPS_TAGS") times"
+  out=$("${REGCLIENT[@]}" push-multi "${BASE[$name]}" v0 "$WORK/ops-console.json" --repo "$repo" \
+        --platforms linux/amd64,linux/arm64,linux/s390x --layers 1 --layer-bytes 4K-16K 2>>"$WORK/helper.err")
+  if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+    problem wharf "ops console: pushing the 3-platform index failed: $(jq -r '.problems | join("; ")' <<<"$out" 2>/dev/null | cut -c1-400)"
+    na wharf "the index push failed" "${OPS_UI_KEYS[@]}"; stop_aux "$name"; return
+  fi
+  curl_req GET "${BASE[$name]}/v2/$repo/manifests/v0" -H 'Accept: application/vnd.oci.image.index.v1+json'
+  if [ "$CODE" != 200 ]; then
+    problem wharf "$(resp_desc GET "${BASE[$name]}/v2/$repo/manifests/v0") (expected the pushed index)"
+    na wharf "the index could not be read back" "${OPS_UI_KEYS[@]}"; stop_aux "$name"; return
+  fi
+  cp "$WORK/resp.body" "$idx"
+  out=$(python3 "$LIB/opsclient.py" tag-many "${BASE[$name]}" "$repo" "$idx" \
+        --media-type application/vnd.oci.image.index.v1+json --count "$OPS_TAGS" --threads 16 2>>"$WORK/helper.err")
+  NOTES+=("ops console: $(thousands "$OPS_TAGS") tag PUTs of one 3-platform index ($(stat -c %s "$idx") bytes), 16 keep-alive connections: $(jq -c . <<<"$out" 2>/dev/null || echo "$out")")
+  if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != "$OPS_TAGS" ]; then
+    problem wharf "ops console: $(jq -r .failed <<<"$out") of $OPS_TAGS tag PUTs failed, first: $(jq -r .first_error <<<"$out" | cut -c1-400)"
+  fi
+  # the pages once, checked, before the load runs
+  local path desc
+  for path in "/ui/tags/$repo" "/ui/tags/$repo?page=50" "/"; do
+    curl_req GET "${BASE[$name]}$path"
+    desc="GET $path -> $CODE, $(stat -c %s "$WORK/resp.body") bytes, $(grep -o "/ui/image/$repo[^\"]*" "$WORK/resp.body" | sort -u | wc -l) image links, $(fmt "$TIME" %s) s"
+    case $path in
+      *page=50) grep -q 't04900' "$WORK/resp.body" || problem wharf "GET $path: tag t04900 (first of page 50 of sorted t00000..t09999) not on the page" ;;
+      /ui/tags/*) grep -q 't00000' "$WORK/resp.body" || problem wharf "GET $path: tag t00000 not on page 1" ;;
+    esac
+    NOTES+=("ops console check: $desc")
+  done
+  load_test "$name" ops_ui_tags1 wrk GET 1 "/ui/tags/$repo"
+  load_test "$name" ops_ui_tags50 wrk GET 1 "/ui/tags/$repo?page=50"
+  load_test "$name" ops_ui_root wrk GET 1 "/"
+  for k in "${OPS_UI_KEYS[@]}"; do R[wharf.$k]=${R[$name.$k]:-n/a}; unset "R[$name.$k]"; done
+  stop_aux "$name"
+}
+
+ops_bundle() {
+  local src=wharf-ops-src dst=wharf-ops-dst repo=ops/big out bytes mb f=$WORK/ops-dd.bin
+  local wtar=$WORK/ops-wharf-bundle.tar star=$WORK/ops-skopeo.tar t0 t1 k
+  na distribution "wharf only (the distribution column holds skopeo copy --all, the reference)" ops_disk_write_mbs ops_disk_read_mbs ops_copy_mbs ops_export_disk ops_import_disk ops_export_copy ops_import_copy
+  # the disk: 1 GiB sequential write with direct I/O and a final fdatasync, then read back with direct I/O
+  log "[ops] disk: dd 1 GiB, bs=16M, oflag=direct conv=fdatasync"
+  ops_drop_caches
+  t0=$(date +%s%N)
+  if dd if=/dev/zero of="$f" bs=16M count=64 oflag=direct conv=fdatasync status=none 2>"$WORK/dd.err"; then
+    t1=$(date +%s%N); set_res wharf ops_disk_write_mbs "$(calc "$(stat -c %s "$f") / (($t1 - $t0) / 1e9) / 1e6")"
+    ops_drop_caches
+    t0=$(date +%s%N); dd if="$f" of=/dev/null bs=16M iflag=direct status=none; t1=$(date +%s%N)
+    set_res wharf ops_disk_read_mbs "$(calc "$(stat -c %s "$f") / (($t1 - $t0) / 1e9) / 1e6")"
+    NOTES+=("ops disk: $(df -T "$WORK" | awk 'NR == 2 {print $2 " on " $1}'), dd if=/dev/zero of=$f bs=16M count=64 oflag=direct conv=fdatasync: $(fmt "${R[wharf.ops_disk_write_mbs]}" %.0f) MB/s; dd iflag=direct read back: $(fmt "${R[wharf.ops_disk_read_mbs]}" %.0f) MB/s")
+  else
+    na wharf "dd failed: $(head -c 300 "$WORK/dd.err")" ops_disk_write_mbs ops_disk_read_mbs
+  fi
+  rm -f "$f"
+  if ! start_aux wharf "$src" "$WORK/ops-src-data"; then
+    na wharf "wharf serve did not start" ops_export_mbs ops_export_disk ops_import_mbs ops_import_disk
+    na distribution "wharf serve did not start" ops_export_mbs ops_import_mbs; return
+  fi
+  log "[ops] bundle: pushing $repo:v1, 2 platforms x one $OPS_LAYER_BYTES random layer"
+  out=$("${REGCLIENT[@]}" push-multi "${BASE[$src]}" v1 "$WORK/ops-big.json" --repo "$repo" \
+        --platforms linux/amd64,linux/arm64 --layers 1 --layer-bytes "$OPS_LAYER_BYTES" 2>>"$WORK/helper.err")
+  if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+    problem wharf "ops bundle: pushing the image failed: $(jq -r '.problems | join("; ")' <<<"$out" 2>/dev/null | cut -c1-400)"
+    na wharf "the image push failed" ops_export_mbs ops_export_disk ops_import_mbs ops_import_disk
+    na distribution "the image push failed" ops_export_mbs ops_import_mbs; stop_aux "$src"; return
+  fi
+  bytes=$(jq -r .total_blob_bytes <<<"$out"); mb=$(calc "$bytes / 1e6")
+  # wharf export (from the store, the server still running on it)
+  if ops_timed wharf "wharf bundle export $repo:v1" "$WORK/ops-export.log" "$WHARF_BIN" bundle export "$repo:v1" -o "$wtar" --data-dir "$WORK/ops-src-data"; then
+    set_res wharf ops_export_mbs "$(calc "$mb / $OPS_S")"
+    NOTES+=("ops export: wharf bundle export $repo:v1 -o FILE --data-dir DIR: $(stat -c %s "$wtar") bytes in $(fmt "$OPS_CMD_S" %.2f) s + sync = $(fmt "$OPS_S" %.2f) s, $OPS_CPU; output: $(tail -n 2 "$WORK/ops-export.log" | tr '\n' ' ' | cut -c1-300)")
+  else na wharf "wharf bundle export failed (see problems)" ops_export_mbs; fi
+  # a plain copy of the bundle on the same disk (read + write of the same bytes, no hashing): what export and
+  # import could reach at best on this disk, since both read and write every byte on it
+  if [ -f "$wtar" ] && ops_timed wharf "plain copy: cat bundle > file" "$WORK/ops-copy.log" sh -c 'cat "$1" >"$2"' sh "$wtar" "$WORK/ops-copy.tar"; then
+    set_res wharf ops_copy_mbs "$(calc "$(stat -c %s "$wtar") / 1e6 / $OPS_S")"
+  else na wharf "no bundle to copy, or the copy failed" ops_copy_mbs; fi
+  rm -f "$WORK/ops-copy.tar"
+  # skopeo export: pulls over HTTP from the same wharf
+  if ops_timed skopeo "skopeo copy --all docker://…/$repo:v1 oci-archive" "$WORK/ops-skopeo-export.log" \
+       skopeo copy --all --src-tls-verify=false "docker://${BASE[$src]#http://}/$repo:v1" "oci-archive:$star:x"; then
+    set_res distribution ops_export_mbs "$(calc "$mb / $OPS_S")"
+    NOTES+=("ops export reference: skopeo $(skopeo --version | awk '{print $3}') copy --all --src-tls-verify=false docker://127.0.0.1:PORT/$repo:v1 oci-archive:FILE:x (over HTTP from the same wharf; skopeo builds the layout in a temp dir, then tars it): $(stat -c %s "$star") bytes in $(fmt "$OPS_CMD_S" %.2f) s + sync = $(fmt "$OPS_S" %.2f) s, skopeo $OPS_CPU")
+  else
+    na distribution "skopeo copy failed" ops_export_mbs
+  fi
+  stop_aux "$src"
+  # wharf import into a fresh data dir
+  if [ -f "$wtar" ] && ops_timed wharf "wharf bundle import into a fresh data dir" "$WORK/ops-import.log" "$WHARF_BIN" bundle import "$wtar" --data-dir "$WORK/ops-import-data"; then
+    set_res wharf ops_import_mbs "$(calc "$mb / $OPS_S")"
+    NOTES+=("ops import: wharf bundle import FILE --data-dir FRESH_DIR: $(fmt "$OPS_CMD_S" %.2f) s + sync = $(fmt "$OPS_S" %.2f) s, $OPS_CPU; output: $(tail -n 2 "$WORK/ops-import.log" | tr '\n' ' ' | cut -c1-300)")
+    if start_aux wharf wharf-ops-check "$WORK/ops-import-data"; then
+      curl_req GET "${BASE[wharf-ops-check]}/v2/$repo/manifests/v1" -H 'Accept: application/vnd.oci.image.index.v1+json'
+      [ "$CODE" = 200 ] || problem wharf "after wharf bundle import: $(resp_desc GET "${BASE[wharf-ops-check]}/v2/$repo/manifests/v1") (expected the imported index)"
+      stop_aux wharf-ops-check
+    fi
+  else na wharf "no wharf bundle, or wharf bundle import failed (see problems)" ops_import_mbs; fi
+  rm -rf "$WORK/ops-import-data"
+  # skopeo import: the oci-archive into a second, empty wharf over HTTP
+  if [ -f "$star" ] && start_aux wharf "$dst" "$WORK/ops-dst-data"; then
+    if ops_timed skopeo "skopeo copy --all oci-archive → empty wharf" "$WORK/ops-skopeo-import.log" \
+         skopeo copy --all --dest-tls-verify=false "oci-archive:$star:x" "docker://${BASE[$dst]#http://}/other:tag"; then
+      set_res distribution ops_import_mbs "$(calc "$mb / $OPS_S")"
+      NOTES+=("ops import reference: skopeo copy --all --dest-tls-verify=false oci-archive:FILE:x docker://127.0.0.1:PORT2/other:tag into an empty wharf (skopeo unpacks the archive to a temp dir first): $(fmt "$OPS_CMD_S" %.2f) s + sync = $(fmt "$OPS_S" %.2f) s, skopeo $OPS_CPU (the server's work not included)")
+    else
+      na distribution "skopeo copy failed" ops_import_mbs
+    fi
+    stop_aux "$dst"
+  else na distribution "no skopeo archive, or the second wharf did not start" ops_import_mbs; fi
+  local d=${R[wharf.ops_disk_write_mbs]:-n/a} cp=${R[wharf.ops_copy_mbs]:-n/a}
+  for k in export import; do
+    if num "${R[wharf.ops_${k}_mbs]:-}" && num "$d"; then set_res wharf "ops_${k}_disk" "$(calc "${R[wharf.ops_${k}_mbs]} / $d")"
+    else na wharf "not measured" "ops_${k}_disk"; fi
+    if num "${R[wharf.ops_${k}_mbs]:-}" && num "$cp"; then set_res wharf "ops_${k}_copy" "$(calc "${R[wharf.ops_${k}_mbs]} / $cp")"
+    else na wharf "not measured" "ops_${k}_copy"; fi
+  done
+  NOTES+=("ops bundle: image $repo:v1 = $(thousands "$bytes") blob bytes (2 platforms x one $OPS_LAYER_BYTES layer + configs); MB/s = those bytes / (command + sync) wall time; page cache dropped before every timed step: ${OPS_DROPPED:-not tried}")
+  rm -f "$wtar" "$star"
+}
+
+scenario_ops() {
+  log "=== ops ==="
+  na distribution "distribution has no web console" "${OPS_UI_KEYS[@]}"
+  if [ -n "${WHARF_NA:-}" ]; then
+    na wharf "$WHARF_NA" "${OPS_UI_KEYS[@]}" "${OPS_BUNDLE_KEYS[@]}"; na distribution "$WHARF_NA" ops_export_mbs ops_import_mbs; return
+  fi
+  ops_console
+  if ! command -v skopeo >/dev/null 2>&1; then NOTES+=("skopeo not installed: the bundle reference rows are n/a"); fi
+  ops_bundle
+  return 0
+}
+
+ops_table_rows() {
+  local t; t=$(thousands $((OPS_TAGS + 1)))   # the tags t00000.. and the push's own v0
+  rows+=(
+    "ops_ui_tags1_p50|ops console: GET /ui/tags/<repo> page 1 (100 rows of $t tags), 1 conn: p50 ms ↓ (target < 100)|lo|%.2f"
+    "ops_ui_tags1_p99|ops console: GET /ui/tags/<repo> page 1, 1 conn: p99 ms ↓ (target < 100)|lo|%.2f"
+    "ops_ui_tags1_cpu|ops console: GET /ui/tags/<repo> page 1: server CPU µs/req ↓|lo|%.0f"
+    "ops_ui_tags50_p50|ops console: GET /ui/tags/<repo>?page=50, 1 conn: p50 ms ↓ (target < 100)|lo|%.2f"
+    "ops_ui_tags50_p99|ops console: GET /ui/tags/<repo>?page=50, 1 conn: p99 ms ↓ (target < 100)|lo|%.2f"
+    "ops_ui_tags50_cpu|ops console: GET /ui/tags/<repo>?page=50: server CPU µs/req ↓|lo|%.0f"
+    "ops_ui_root_p50|ops console: GET / (repository list), 1 conn: p50 ms ↓ (target < 100)|lo|%.2f"
+    "ops_ui_root_p99|ops console: GET /, 1 conn: p99 ms ↓ (target < 100)|lo|%.2f"
+    "ops_ui_root_cpu|ops console: GET /: server CPU µs/req ↓|lo|%.0f"
+    "ops_disk_write_mbs|ops bundle: disk sequential write, dd 1 GiB bs=16M oflag=direct conv=fdatasync: MB/s (machine)|-|%.0f"
+    "ops_disk_read_mbs|ops bundle: disk sequential read, dd 1 GiB bs=16M iflag=direct: MB/s (machine)|-|%.0f"
+    "ops_copy_mbs|ops bundle: plain copy of the bundle file on the same disk (cat, + sync; reads and writes every byte like export/import): MB/s (machine)|-|%.0f"
+    "ops_export_mbs|ops bundle: export a 2 x $OPS_LAYER_BYTES-layer image to a tar, + sync (wharf bundle export; distribution column: skopeo copy --all to oci-archive over HTTP from the wharf): MB/s ↑|hi|%.0f"
+    "ops_export_disk|ops bundle: wharf export MB/s / disk write MB/s (target ≥ 0.8)|-|%.2f"
+    "ops_export_copy|ops bundle: wharf export MB/s / plain copy MB/s|-|%.2f"
+    "ops_import_mbs|ops bundle: import that tar into an empty store, + sync (wharf bundle import; distribution column: skopeo copy --all from the oci-archive to an empty wharf): MB/s ↑|hi|%.0f"
+    "ops_import_disk|ops bundle: wharf import MB/s / disk write MB/s (target ≥ 0.8)|-|%.2f"
+    "ops_import_copy|ops bundle: wharf import MB/s / plain copy MB/s|-|%.2f"
+  )
+}
+
 # ------------------------------------------------------------------ table ---
 fmt() {  # value printf-format
   if num "$1"; then printf "$2" "$1"; else printf '%s' "${1:-n/a}"; fi
@@ -1168,6 +1896,10 @@ ratio() {  # wharf distribution dir(hi|lo)
   num "$1" && num "$2" || { echo "—"; return; }
   if [ "$3" = hi ]; then awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "—"; else printf "%.2f", a / b }'
   else awk -v a="$1" -v b="$2" 'BEGIN { if (a == 0) print "—"; else printf "%.2f", b / a }'; fi
+}
+times_of() {  # value reference -> "N.NNx"
+  num "$1" && num "$2" || { echo "n/a"; return; }
+  awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "n/a"; else printf "%.2fx", a / b }'
 }
 pct_of() {  # value ceiling -> "NN %"
   num "$1" && num "$2" || { echo "n/a"; return; }
@@ -1201,17 +1933,23 @@ print_table() {
     "blob4k_get_c64_p50|4 KiB blob GET, 64 conns: p50 ms ↓|lo|%.3f"
     "blob4k_get_c64_p99|4 KiB blob GET, 64 conns: p99 ms ↓|lo|%.3f"
     "blob4k_get_c64_cpu|4 KiB blob GET, 64 conns: server CPU µs/req ↓|lo|%.1f"
-    "bigblob_get_1_mbs|$big blob GET, 1 client: MB/s ↑|hi|%.0f"
-    "bigblob_get_8_mbs|$big blob GET, 8 clients: MB/s ↑|hi|%.0f"
+    "bigblob_get_1_mbs|$big blob GET, 1 client: MB/s ↑ (best of $BIG_REPEAT)|hi|%.0f"
+    "bigblob_get_1_cpu|$big blob GET, 1 client: server CPU s/GB ↓|lo|%.3f"
+    "bigblob_get_8_mbs|$big blob GET, 8 clients: MB/s ↑ (best of $BIG_REPEAT)|hi|%.0f"
     "bigblob_get_8_cpu|$big blob GET, 8 clients: server CPU s/GB ↓|lo|%.3f"
+    "bigblob_rss_anon|$big blob GETs: peak anonymous RSS (RssAnon, sampled every 0.2 s): MiB ↓|lo|%.1f"
+    "bigblob_rss_file|$big blob GETs: peak file-backed RSS (RssFile: mapped page cache, shared): MiB|-|%.1f"
     "push_mono_mbs|$push push, monolithic: MB/s ↑|hi|%.0f"
     "push_mono_cpu|$push push, monolithic: server CPU s/GB ↓|lo|%.3f"
     "push_chunked_mbs|$push push, chunked 16 MiB PATCHes: MB/s ↑|hi|%.0f"
     "tags_put_rps|create $TAG_COUNT tags (PUT manifest, 4 clients): req/s ↑|hi|%.0f"
     "tags_list_ms|tags/list with $((TAG_COUNT + 1)) tags, median of $TAGLIST_ITER: ms ↓|lo|%.2f"
     "tags_list_count|tags/list: tags returned|-|%s"
+    "burst_get_c64_p99|manifest GET p99 at 64 connections during a burst of 1,000 tag PUTs: ms ↓|lo|%.3f"
+    "burst_get_c64_rps|manifest GET, 64 conns, during the tag PUT bursts: req/s ↑|hi|%.0f"
+    "burst_put_rps|tag PUTs during those GETs (4 clients, bursts of 1,000): req/s ↑|hi|%.0f"
     "wrong_digest|wrong ?digest= rejected with 400 DIGEST_INVALID|-|%s"
-    "peak_rss_mib|peak RSS over the run (VmHWM): MiB ↓|lo|%.1f"
+    "peak_rss_mib|peak RSS over the run (VmHWM, anonymous + file-backed): MiB ↓|lo|%.1f"
     "mirror_direct_s|mirror, upstream on loopback (page cache, GB/s): $mimg pull straight from the upstream (a plain wharf; both columns): s ↓ (every pull time: best of $MIRROR_REPS)|-|%.3f"
     "mirror_cold_s|mirror, upstream on loopback: cold pull through a fresh mirror (distribution: proxy mode): s ↓|lo|%.3f"
     "mirror_cold_ratio|mirror, upstream on loopback: cold through mirror / direct from upstream (target ≤ 1.15) ↓|lo|%.2f"
@@ -1232,7 +1970,32 @@ print_table() {
     "sync_first_upstream_x|sync: upstream blob bytes / set size ↓|lo|%.2f"
     "sync_noop_s|sync: no-op re-sync of the same set: s ↓ (wharf target < 2 s)|lo|%.3f"
     "sync_noop_blob_gets|sync: upstream blob GETs during the no-op re-sync (target 0)|-|%s"
+    "verify_deep_mbs|verify: wharf verify --deep --all over the synced set (every blob and manifest re-hashed, both cores): MB/s ↑|hi|%.0f"
+    "verify_deep_ratio|verify: MB/s / one core's openssl SHA-256 (target ≥ 0.8)|-|%.2f"
+    "auth_anon_c64_rps|auth on: manifest GET by tag, 64 conns, anonymous (wharf: a rule lets anonymous pull; distribution: same data, no auth): req/s ↑|hi|%.0f"
+    "auth_anon_c64_p99|auth on: manifest GET, 64 conns, anonymous: p99 ms ↓|lo|%.3f"
+    "auth_anon_c64_cpu|auth on: manifest GET, 64 conns, anonymous: server CPU µs/req ↓|lo|%.1f"
+    "auth_basic_c64_rps|auth on: manifest GET, 64 conns, Basic credentials (bcrypt cost 5 htpasswd entry): req/s ↑|hi|%.0f"
+    "auth_basic_c64_p99|auth on: manifest GET, 64 conns, Basic: p99 ms ↓|lo|%.3f"
+    "auth_basic_c64_cpu|auth on: manifest GET, 64 conns, Basic: server CPU µs/req ↓|lo|%.1f"
+    "auth_basic_ratio|auth on: Basic / anonymous req/s (wharf target ≥ 0.8) ↑|hi|%.2f"
+    "auth_bearer_c64_rps|auth on: manifest GET, 64 conns, Bearer token (one token from /auth/token): req/s ↑|hi|%.0f"
+    "auth_bearer_c64_p99|auth on: manifest GET, 64 conns, Bearer: p99 ms ↓|lo|%.3f"
+    "auth_bearer_c64_cpu|auth on: manifest GET, 64 conns, Bearer: server CPU µs/req ↓|lo|%.1f"
+    "auth_bearer_ratio|auth on: Bearer / anonymous req/s (target ≥ 0.9) ↑|hi|%.2f"
+    "auth_token_c64_rps|auth: token issue, GET /auth/token (Basic, scope pull on $REPO), 64 conns: req/s ↑ (target ≥ 2,000)|hi|%.0f"
+    "auth_token_c64_p99|auth: token issue, 64 conns: p99 ms ↓|lo|%.3f"
+    "auth_token_c64_cpu|auth: token issue, 64 conns: server CPU µs/token ↓|lo|%.1f"
+    "tagrules_plain_rps|tag PUTs (new tags, 4 clients), no [[tags]] rules: req/s ↑ (best of 2)|hi|%.0f"
+    "tagrules_plain_cpu|tag PUTs, no rules: server CPU µs/PUT ↓|lo|%.1f"
+    "tagrules_rules_rps|tag PUTs, a [[tags]] immutable rule covering every tag: req/s ↑|hi|%.0f"
+    "tagrules_rules_cpu|tag PUTs with the rule: server CPU µs/PUT ↓|lo|%.1f"
+    "tagrules_plain_ucpu|tag PUTs, no rules: server user CPU µs/PUT (without the kernel's fsync work) ↓|lo|%.1f"
+    "tagrules_rules_ucpu|tag PUTs with the rule: server user CPU µs/PUT ↓|lo|%.1f"
+    "tagrules_ratio|tag PUTs: server user CPU with rules / without (target ≤ 1.05) ↓|-|%.3f"
   )
+  section gc && gc_table_rows
+  section ops && ops_table_rows
   local row key label dir f w d
   echo "| scenario ($MODE run) | wharf | distribution | ratio (>1 = wharf better) |"
   echo "|---|---:|---:|---:|"
@@ -1246,20 +2009,37 @@ print_table() {
     fi
   done
   echo "| ceiling: openssl SHA-256, one core, 16 KiB blocks: MB/s (machine) | $(fmt "$C_OPENSSL" %.0f) | $(fmt "$C_OPENSSL" %.0f) | — |"
-  echo "| ceiling: nginx, $big file from page cache, 1 client: MB/s (machine; ${NGINX_MODE[1]:-n/a}) | $(fmt "$C_NGINX1" %.0f) | $(fmt "$C_NGINX1" %.0f) | — |"
-  echo "| ceiling: nginx, $big file from page cache, 8 clients: MB/s (machine; ${NGINX_MODE[8]:-n/a}) | $(fmt "$C_NGINX8" %.0f) | $(fmt "$C_NGINX8" %.0f) | — |"
-  local reg
-  local -A P1 P2 P3 P4
-  for reg in wharf distribution; do
-    P1[$reg]=$(pct_of "${R[$reg.push_mono_mbs]:-}" "$C_OPENSSL")
-    P2[$reg]=$(pct_of "${R[$reg.push_chunked_mbs]:-}" "$C_OPENSSL")
-    P3[$reg]=$(pct_of "${R[$reg.bigblob_get_1_mbs]:-}" "$C_NGINX1")
-    P4[$reg]=$(pct_of "${R[$reg.bigblob_get_8_mbs]:-}" "$C_NGINX8")
+  echo "| ceiling: disk, 256 MiB written with fsync (dd conv=fsync, the data dir's filesystem): MB/s (machine) | $(fmt "$C_DISK" %.0f) | $(fmt "$C_DISK" %.0f) | — |"
+  echo "| ceiling: push = min(SHA-256 one core, fsync'd disk write): MB/s (machine) | $(fmt "$C_PUSH" %.0f) | $(fmt "$C_PUSH" %.0f) | — |"
+  local mode mname n
+  for mode in sendfile rw; do
+    mname="sendfile on"; [ "$mode" = rw ] && mname="sendfile off, output_buffers 4 256k"
+    for n in 1 8; do
+      echo "| ceiling: nginx ($mname), $big file from page cache, $n client(s): MB/s (best of $BIG_REPEAT) | $(fmt "${NGX[$mode.$n.mbs]:-n/a}" %.0f) | $(fmt "${NGX[$mode.$n.mbs]:-n/a}" %.0f) | — |"
+      echo "| ceiling: nginx ($mname), $n client(s): nginx CPU s/GB | $(fmt "${NGX[$mode.$n.cpu]:-n/a}" %.3f) | $(fmt "${NGX[$mode.$n.cpu]:-n/a}" %.3f) | — |"
+    done
   done
-  echo "| monolithic push / openssl SHA-256 ceiling | ${P1[wharf]} | ${P1[distribution]} | — |"
-  echo "| chunked push / openssl SHA-256 ceiling | ${P2[wharf]} | ${P2[distribution]} | — |"
-  echo "| $big GET 1 client / nginx 1 client | ${P3[wharf]} | ${P3[distribution]} | — |"
-  echo "| $big GET 8 clients / nginx 8 clients | ${P4[wharf]} | ${P4[distribution]} | — |"
+  local reg
+  local -A P1 P2 G
+  for reg in wharf distribution; do
+    P1[$reg]=$(pct_of "${R[$reg.push_mono_mbs]:-}" "$C_PUSH")
+    P2[$reg]=$(pct_of "${R[$reg.push_chunked_mbs]:-}" "$C_PUSH")
+    for mode in sendfile rw; do
+      for n in 1 8; do
+        G[$reg.$mode.$n.mbs]=$(times_of "${R[$reg.bigblob_get_${n}_mbs]:-}" "${NGX[$mode.$n.mbs]:-}")
+        G[$reg.$mode.$n.cpu]=$(times_of "${R[$reg.bigblob_get_${n}_cpu]:-}" "${NGX[$mode.$n.cpu]:-}")
+      done
+    done
+  done
+  echo "| monolithic push / push ceiling | ${P1[wharf]} | ${P1[distribution]} | — |"
+  echo "| chunked push / push ceiling | ${P2[wharf]} | ${P2[distribution]} | — |"
+  for mode in sendfile rw; do
+    mname="nginx sendfile on"; [ "$mode" = rw ] && mname="nginx sendfile off"
+    for n in 1 8; do
+      echo "| $big GET $n client(s): MB/s / $mname (target ≥ 0.9x) | ${G[wharf.$mode.$n.mbs]} | ${G[distribution.$mode.$n.mbs]} | — |"
+      echo "| $big GET $n client(s): server CPU s/GB / $mname's (target ≤ 1.5x) | ${G[wharf.$mode.$n.cpu]} | ${G[distribution.$mode.$n.cpu]} | — |"
+    done
+  done
 }
 
 write_report() {
@@ -1289,7 +2069,8 @@ write_report() {
   } >"$out"
   cp "$out" "$RESULTS_DIR/$(date -u +%Y%m%dT%H%M%SZ)-$MODE.md"
   { for n in "${!R[@]}"; do printf '%s\t%s\n' "$n" "${R[$n]}"; done | sort
-    printf 'ceiling.openssl_sha256_mbs\t%s\nceiling.nginx_1_mbs\t%s\nceiling.nginx_8_mbs\t%s\n' "$C_OPENSSL" "$C_NGINX1" "$C_NGINX8"
+    printf 'ceiling.openssl_sha256_mbs\t%s\nceiling.disk_fsync_mbs\t%s\nceiling.push_mbs\t%s\n' "$C_OPENSSL" "$C_DISK" "$C_PUSH"
+    for n in "${!NGX[@]}"; do printf 'ceiling.nginx.%s\t%s\n' "$n" "${NGX[$n]}"; done | sort
   } >"$RESULTS_DIR/latest.tsv"
   echo
   cat "$out"
@@ -1305,16 +2086,17 @@ main() {
   BUSY_START=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 >= 20 {printf "%s%s (%s%%)", sep, $2, $1; sep=", "}')
   log "mode: $MODE, work dir: $WORK"
   install_prereqs
-  WHARF_NA=""; WHARF_BIN=${WHARF_BIN:-}
+  WHARF_NA="" GC_SEED_NA=""; WHARF_BIN=${WHARF_BIN:-}
   local reg need_wharf=0
   for reg in "${REGISTRIES[@]}"; do [ "$reg" = wharf ] && need_wharf=1; done
-  { section mirror || section sync; } && need_wharf=1   # wharf is the upstream there
+  { section mirror || section sync || section gc || section ops; } && need_wharf=1   # wharf is the upstream there; gc, ops are wharf's
   [ "$need_wharf" = 1 ] && build_wharf
   section registry && make_test_data
   wait_for_idle
-  C_OPENSSL="n/a" C_NGINX1="n/a" C_NGINX8="n/a"
+  C_OPENSSL="n/a" C_DISK="n/a" C_PUSH="n/a"
   if section registry; then
     ceiling_openssl_sha256
+    ceiling_disk_fsync
     ceiling_nginx
   fi
   # the plain distribution instance also serves the mirror section's "plain registry" pull
@@ -1327,6 +2109,10 @@ main() {
   fi
   section mirror && scenario_mirror
   section sync && scenario_sync
+  section auth && scenario_auth
+  section tagrules && scenario_tagrules
+  section gc && scenario_gc
+  section ops && scenario_ops
   LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
   write_report
 }

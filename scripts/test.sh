@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # Runs Wharf's whole test suite on a fresh Debian/Ubuntu machine, installing what the tests need first:
-# the third-party clients and servers the integration tests drive (skopeo, docker-registry, containerd + ctr),
-# and openssl/curl for the TLS upstream test.
+# the third-party clients and servers the integration tests drive (skopeo, podman, umoci, docker-registry,
+# containerd + ctr, headless Chromium + chromedriver for the console), openssl/curl for the TLS upstream test,
+# and python3-yaml to parse generated YAML.
 # Needs root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=()
 command -v skopeo >/dev/null 2>&1 || packages+=(skopeo)
+command -v podman >/dev/null 2>&1 || packages+=(podman)
+command -v umoci >/dev/null 2>&1 || packages+=(umoci)
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
+python3 -c 'import yaml' >/dev/null 2>&1 || packages+=(python3-yaml)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v docker-registry >/dev/null 2>&1 || packages+=(docker-registry)

@@ -12,6 +12,7 @@ config + layers, up to 4 at once, every byte read and discarded); and throttle,
 a bandwidth-limited forwarding TCP proxy that stands in for a remote upstream.
 """
 import argparse
+import base64
 import hashlib
 import http.client
 import json
@@ -32,11 +33,13 @@ OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 class Client:
     """One keep-alive HTTP/1.1 connection to a registry base URL."""
 
-    def __init__(self, base, timeout=120):
+    def __init__(self, base, timeout=120, user=None):
         u = urllib.parse.urlsplit(base)
         self.host, self.port = u.hostname, u.port or 80
         self.timeout = timeout
         self.conn = None
+        # user = "NAME:PASSWORD": Basic credentials sent with every request
+        self.auth = "Basic " + base64.b64encode(user.encode()).decode() if user else None
 
     def _connect(self):
         self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout,
@@ -45,6 +48,8 @@ class Client:
     def request(self, method, target, body=None, headers=None):
         """Returns (status, headers{lower: value}, body bytes). Retries once on a dropped keep-alive."""
         target = self.path_of(target)
+        if self.auth:
+            headers = dict(headers or {}, Authorization=self.auth)
         for attempt in (0, 1):
             if self.conn is None:
                 self._connect()
@@ -135,7 +140,7 @@ def cmd_free_port(_a):
 def cmd_push_image(a):
     problems = []
     out = {"ok": False}
-    c = Client(a.base)
+    c = Client(a.base, user=a.user)
     try:
         layer = os.urandom(4096)
         config = json.dumps({
@@ -721,6 +726,7 @@ def main():
     sub.add_parser("free-port").set_defaults(fn=cmd_free_port)
     s = sub.add_parser("push-image")
     s.add_argument("base"); s.add_argument("repo"); s.add_argument("tag"); s.add_argument("outdir")
+    s.add_argument("--user", default=None, help="NAME:PASSWORD, sent as Basic credentials with every request")
     s.set_defaults(fn=cmd_push_image)
     s = sub.add_parser("put-tags")
     s.add_argument("base"); s.add_argument("repo"); s.add_argument("manifest")

@@ -17,7 +17,7 @@ pub mod reference;
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Algorithm, Digest, DigestError, Digester};
 pub use error_code::{ErrorBody, ErrorCode, ErrorInfo};
-pub use manifest::{ImageIndex, ImageManifest, Manifest, ManifestBody, ManifestError};
+pub use manifest::{ImageIndex, ImageManifest, Manifest, ManifestBody, ManifestError, MAX_MANIFEST_BYTES};
 pub use media_type::MediaType;
 pub use name::{NameError, RefSpec, RepoName, Tag};
 pub use reference::{Reference, ReferenceError};

@@ -13,6 +13,11 @@ use crate::descriptor::Descriptor;
 use crate::digest::{Algorithm, Digest};
 use crate::media_type::MediaType;
 
+/// Largest manifest Wharf accepts, pushed by a client or fetched from an upstream. The distribution spec asks
+/// registries to take at least 4 MiB; a bound keeps one hostile client or upstream from filling memory, since
+/// manifests (unlike blobs) are held whole to be parsed and hashed.
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
 /// Why bytes are not an acceptable manifest.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
@@ -188,6 +193,13 @@ impl Manifest {
         }
     }
 
+    /// The referrer link this manifest creates, if it has a `subject`: the subject's digest and the descriptor
+    /// the referrers API lists for this manifest. The one place that rule lives, for pushes, mirror fills and
+    /// sync alike.
+    pub fn referrer(&self) -> Option<(Digest, Descriptor)> {
+        self.subject().map(|s| (s.digest.clone(), self.descriptor()))
+    }
+
     /// A descriptor pointing at this manifest (as listed by the referrers API).
     pub fn descriptor(&self) -> Descriptor {
         let mut d = Descriptor::new(self.media_type.clone(), self.digest.clone(), self.bytes.len() as u64);
@@ -262,5 +274,8 @@ mod tests {
         let d = m.descriptor();
         assert_eq!(d.artifact_type.unwrap().as_str(), "application/vnd.example+json");
         assert_eq!(d.annotations["a"], "b");
+        let (subject, desc) = m.referrer().unwrap();
+        assert_eq!((subject.to_string().as_str(), desc), (D1, m.descriptor()));
+        assert!(Manifest::parse(image(""), None, Algorithm::Sha256).unwrap().referrer().is_none());
     }
 }

@@ -76,6 +76,14 @@ impl MediaType {
         matches!(self, MediaType::OciIndex | MediaType::DockerManifestList)
     }
 
+    /// A layer that may legally live outside the registry (its descriptor's `urls` say where): the OCI
+    /// non-distributable layers and Docker's foreign layers. Only these may be absent from the repository.
+    pub fn is_non_distributable(&self) -> bool {
+        let s = self.as_str();
+        s.starts_with("application/vnd.oci.image.layer.nondistributable.v1.tar")
+            || s == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+    }
+
     /// Anything the registry stores under `/manifests/`.
     pub fn is_manifest(&self) -> bool {
         self.is_image_manifest() || self.is_index()
@@ -126,5 +134,9 @@ mod tests {
         assert!(MediaType::DockerManifestList.is_index());
         assert!(MediaType::OciManifest.is_image_manifest());
         assert!(!MediaType::OciLayer.is_manifest());
+        assert!(MediaType::parse("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip").is_non_distributable());
+        assert!(MediaType::parse("application/vnd.docker.image.rootfs.foreign.diff.tar.gzip").is_non_distributable());
+        assert!(!MediaType::OciLayerGzip.is_non_distributable());
+        assert!(!MediaType::OciConfig.is_non_distributable());
     }
 }

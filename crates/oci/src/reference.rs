@@ -56,11 +56,16 @@ pub fn normalize_repo(registry: &str, repo: &str) -> String {
     }
 }
 
-fn looks_like_host(first: &str) -> bool {
+/// Whether a name's first component would be read as a registry host (`ghcr.io`, `registry.local:5000`,
+/// `localhost`), as Docker's reference grammar reads it. Such components are reserved for mirrored registries.
+pub fn looks_like_host(first: &str) -> bool {
     first.contains('.') || first.contains(':') || first == "localhost"
 }
 
-fn valid_host(h: &str) -> bool {
+/// Whether `h` is a registry host as references and configuration name it: dot-separated labels of ASCII
+/// letters, digits and `-`, with an optional numeric port (`registry.local:5000`). The one host check, used by
+/// reference parsing and by `[[upstream]] name` validation.
+pub fn valid_host(h: &str) -> bool {
     let (host, port) = match h.rsplit_once(':') {
         Some((host, port)) => (host, Some(port)),
         None => (h, None),

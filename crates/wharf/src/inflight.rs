@@ -25,7 +25,7 @@ impl<K: Eq + Hash + Clone> KeyedLocks<K> {
     /// Wait for our turn on `key`.
     pub async fn lock(&self, key: &K) -> KeyGuard {
         let m = {
-            let mut map = self.locks.lock().expect("keyed locks");
+            let mut map = self.locks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             map.retain(|_, m| Arc::strong_count(m) > 1);
             map.entry(key.clone()).or_default().clone()
         };

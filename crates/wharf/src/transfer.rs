@@ -2,11 +2,17 @@
 //! children before parents, so whatever points at a manifest only ever points at complete content.
 //! Used by the sync engine; the mirror has its own streaming path for client requests.
 //!
+//! The walk is bounded against crafted graphs: each manifest is visited once per copy, index nesting and
+//! referrer chains have depth limits, and referrers are copied only after the whole image is written (the
+//! referrers API is not content-addressed, so an upstream can claim any graph, cycles included). No lock is
+//! held while walking, so no graph can make two walks wait for each other. Manifests the local store already
+//! holds are read from it, not fetched again.
+//!
 //! May import: `store`, `upstream`, `oci`. This is the one module that touches both.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -32,7 +38,20 @@ pub enum TransferError {
     /// The upstream announced a manifest media type we cannot walk.
     #[error("{0}")]
     Unsupported(String),
+    /// The manifest graph is not one Wharf copies: a cycle, nesting deeper than [`MAX_INDEX_DEPTH`], or more
+    /// than [`MAX_TREE_MANIFESTS`] manifests.
+    #[error("{0}")]
+    Graph(String),
 }
+
+/// Deepest nesting of indexes followed (an index listing indexes listing ...): real images use one level.
+pub const MAX_INDEX_DEPTH: usize = 8;
+
+/// How far referrers of referrers are followed (a signature of an SBOM of an image is depth 2).
+pub const MAX_REFERRER_DEPTH: u32 = 3;
+
+/// Most manifests one copy walks (image, platforms, referrers): bounds what a hostile referrers list costs.
+pub const MAX_TREE_MANIFESTS: usize = 10_000;
 
 /// Where copied content goes.
 #[derive(Clone)]
@@ -48,18 +67,28 @@ impl Destination {
     pub async fn has_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool, TransferError> {
         match self {
             Destination::Local(s) => {
-                if s.blob_stat(d).await?.is_some() {
-                    s.blob_link(repo, d).await?;
-                    Ok(true)
-                } else {
-                    Ok(false)
+                if s.blob_stat(d).await?.is_none() {
+                    return Ok(false);
+                }
+                // A garbage collection may remove the bytes between the two calls: then they are copied.
+                match s.blob_link(repo, d).await {
+                    Ok(()) => Ok(true),
+                    Err(crate::store::StoreError::BlobUnknown(_)) => Ok(false),
+                    Err(e) => Err(e.into()),
                 }
             }
             Destination::Remote(r) => Ok(r.head_blob(repo, d).await.map_err(TransferError::Destination)?.is_some()),
         }
     }
 
-    async fn put_blob(&self, repo: &RepoName, d: &Digest, size: u64, body: ByteStream) -> Result<(), TransferError> {
+    /// Store a blob (checked against its digest and size) and make it part of `repo`.
+    pub async fn put_blob(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+        size: u64,
+        body: ByteStream,
+    ) -> Result<(), TransferError> {
         match self {
             Destination::Local(s) => {
                 s.blob_put(d, Some(size), body).await?;
@@ -67,6 +96,24 @@ impl Destination {
                 Ok(())
             }
             Destination::Remote(r) => r.push_blob(repo, d, size, body).await.map_err(TransferError::Destination),
+        }
+    }
+
+    /// The manifest as the local store holds it, parsed and checked against its digest; always `None` for a
+    /// remote destination (its copy is not read back). A stored copy that fails the check is treated as absent.
+    pub async fn stored_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Option<Manifest>, TransferError> {
+        let Destination::Local(s) = self else { return Ok(None) };
+        let Some(stored) = s.manifest_get(repo, d).await? else { return Ok(None) };
+        match Manifest::parse(stored.bytes, Some(&stored.media_type), d.algorithm()) {
+            Ok(m) if m.digest == *d => Ok(Some(m)),
+            Ok(m) => {
+                tracing::warn!(%repo, digest = %d, actual = %m.digest, "stored manifest does not hash to its digest; fetching it again");
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(%repo, digest = %d, error = %e, "stored manifest does not parse; fetching it again");
+                Ok(None)
+            }
         }
     }
 
@@ -82,13 +129,13 @@ impl Destination {
         }
     }
 
-    async fn put_manifest(&self, repo: &RepoName, m: &Manifest) -> Result<(), TransferError> {
+    /// Store a manifest whose references are already there.
+    pub async fn put_manifest(&self, repo: &RepoName, m: &Manifest) -> Result<(), TransferError> {
         match self {
             Destination::Local(s) => {
-                let stored = StoredManifest { bytes: m.bytes.clone(), media_type: m.media_type.clone() };
-                let subject = m.subject().map(|x| x.digest.clone());
-                let desc = subject.as_ref().map(|_| m.descriptor());
-                s.manifest_put(repo, &m.digest, &stored, subject.as_ref().zip(desc.as_ref())).await?;
+                let referrer = m.referrer();
+                s.manifest_put(repo, &m.digest, &StoredManifest::from(m), referrer.as_ref().map(|(s, d)| (s, d)))
+                    .await?;
                 Ok(())
             }
             Destination::Remote(r) => r
@@ -181,7 +228,7 @@ impl Bandwidth {
             return;
         }
         let due = {
-            let mut s = self.state.lock().expect("bandwidth lock");
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
             s.1 += n as u64;
             s.0 + Duration::from_secs_f64(s.1 as f64 / self.bytes_per_sec as f64)
         };
@@ -218,10 +265,22 @@ pub struct Copier {
 /// What a copied tree contained.
 #[derive(Debug, Default, Clone)]
 pub struct Copied {
-    /// Per index entry: platform, child digest, and whether it was copied.
+    /// Per entry of the top-level index: platform, child digest, and whether it was copied.
     pub platforms: Vec<(String, Digest, bool)>,
-    /// Every manifest digest written or already present (to pin).
+    /// Every manifest digest written or already present (to pin), each once.
     pub manifests: Vec<Digest>,
+}
+
+/// State of one [`Copier::copy_tree`] walk.
+#[derive(Default)]
+struct Walk {
+    copied: Copied,
+    /// Manifests finished in this walk: never fetched or walked twice.
+    done: HashSet<Digest>,
+    /// The index chain being walked (parents of the current manifest): a child in it is a cycle.
+    path: Vec<Digest>,
+    /// Manifests whose referrers are still to be listed, with their referrer depth.
+    referrers: VecDeque<(Digest, u32)>,
 }
 
 impl Copier {
@@ -264,87 +323,239 @@ impl Copier {
         digest: &Digest,
         manifest: Option<Manifest>,
     ) -> Result<(Manifest, Copied), TransferError> {
-        let mut copied = Copied::default();
-        let m = self.copy_manifest(digest, manifest, &mut copied, 0).await?;
-        Ok((m, copied))
+        let mut walk = Walk::default();
+        let top = self.copy_manifest(digest, manifest, &mut walk, 0).await?;
+        let top = top.expect("the first manifest of a walk is never already done");
+        // Referrers last: everything they point at is written by now, whatever graph the upstream claims.
+        while let Some((subject, depth)) = walk.referrers.pop_front() {
+            // Referrers are extras: a registry that cannot list them must not stop the image itself.
+            let listed = match self.upstream.referrers(&self.remote, &subject).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(repo = %self.remote, digest = %subject, error = %e, "could not list referrers; skipped");
+                    continue;
+                }
+            };
+            for r in listed {
+                if !r.media_type.is_manifest() || walk.done.contains(&r.digest) {
+                    continue;
+                }
+                let before = walk.referrers.len();
+                self.copy_manifest(&r.digest, None, &mut walk, 0).await?;
+                // copy_manifest queued the new manifests at depth 0; they are referrers one level down.
+                let queued: Vec<_> = walk.referrers.drain(before..).collect();
+                if depth + 1 < MAX_REFERRER_DEPTH {
+                    walk.referrers.extend(queued.into_iter().map(|(d, _)| (d, depth + 1)));
+                }
+            }
+        }
+        Ok((top, walk.copied))
     }
 
+    /// Copy one manifest and its children (recursively, children first); `None` when this walk already did.
     fn copy_manifest<'a>(
         &'a self,
         digest: &'a Digest,
         manifest: Option<Manifest>,
-        copied: &'a mut Copied,
-        depth: u32,
-    ) -> futures_util::future::BoxFuture<'a, Result<Manifest, TransferError>> {
+        walk: &'a mut Walk,
+        depth: usize,
+    ) -> futures_util::future::BoxFuture<'a, Result<Option<Manifest>, TransferError>> {
         Box::pin(async move {
-            let m = match manifest {
-                Some(m) => m,
-                None => self.upstream.get_manifest(&self.remote, &RefSpec::Digest(digest.clone())).await?,
+            if walk.done.contains(digest) {
+                return Ok(None);
+            }
+            if walk.path.contains(digest) {
+                return Err(TransferError::Graph(format!("manifest {digest} lists itself through its children")));
+            }
+            if depth > MAX_INDEX_DEPTH {
+                return Err(TransferError::Graph(format!(
+                    "manifest {digest} is nested more than {MAX_INDEX_DEPTH} indexes deep"
+                )));
+            }
+            if walk.done.len() >= MAX_TREE_MANIFESTS {
+                return Err(TransferError::Graph(format!(
+                    "more than {MAX_TREE_MANIFESTS} manifests under one tag (children and referrers); stopped"
+                )));
+            }
+            // One fetch per digest at a time across concurrent tags; the turn is not held while walking.
+            let (m, present) = {
+                let _turn = self.inflight.lock(digest).await;
+                match self.dest.stored_manifest(&self.local, digest).await? {
+                    Some(held) => (held, true),
+                    None => {
+                        let present = match self.dest {
+                            Destination::Local(_) => false,
+                            Destination::Remote(_) => self.dest.has_manifest(&self.local, digest).await?,
+                        };
+                        let m = match manifest {
+                            Some(m) => m,
+                            None => self.upstream.get_manifest(&self.remote, &RefSpec::Digest(digest.clone())).await?,
+                        };
+                        (m, present)
+                    }
+                }
             };
-            let turn = self.inflight.lock(digest).await;
-            let present = self.dest.has_manifest(&self.local, digest).await?;
-            match &m.body {
-                ManifestBody::Image(img) => {
-                    // Blobs are checked even when the manifest is present: the mirror caches manifests before
-                    // (and without) their layers.
-                    let mut blobs = vec![img.config.clone()];
-                    blobs.extend(img.layers.iter().cloned());
-                    self.copy_blobs(&blobs).await?;
-                }
-                ManifestBody::Index(idx) => {
-                    // Children are always walked (cheap when present), so a changed platform list fills in.
-                    for child in &idx.manifests {
-                        let wanted = self.platforms.is_empty()
-                            || child.platform.as_ref().is_none_or(|p| self.platforms.iter().any(|s| s.matches(p)));
-                        if let Some(p) = &child.platform {
-                            copied.platforms.push((p.to_string(), child.digest.clone(), wanted));
-                        }
-                        if !wanted {
-                            continue;
-                        }
-                        if !child.media_type.is_manifest() {
-                            return Err(TransferError::Unsupported(format!(
-                                "index {digest} lists {} of type {}, which is not a manifest",
-                                child.digest, child.media_type
-                            )));
-                        }
-                        let mut sub = Copied::default();
-                        self.copy_manifest(&child.digest, None, &mut sub, depth + 1).await?;
-                        copied.manifests.extend(sub.manifests);
-                    }
-                }
-            }
+            walk.path.push(digest.clone());
+            let walked = self.copy_children(digest, &m, walk, depth).await;
+            walk.path.pop();
+            walked?;
             if !present {
-                self.dest.put_manifest(&self.local, &m).await?;
-                self.counters.manifests_copied.fetch_add(1, Ordering::Relaxed);
-            }
-            copied.manifests.push(digest.clone());
-            drop(turn);
-            if self.referrers && depth < 3 {
-                // Referrers are extras: a registry that cannot list them must not stop the image itself.
-                let referrers = match self.upstream.referrers(&self.remote, digest).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::warn!(repo = %self.remote, %digest, error = %e, "could not list referrers; skipped");
-                        Vec::new()
-                    }
+                let _turn = self.inflight.lock(digest).await;
+                // Another tag's walk may have written it meanwhile (cheap to ask the local store; a remote
+                // registry simply takes the same bytes twice).
+                let written = match self.dest {
+                    Destination::Local(_) => self.dest.has_manifest(&self.local, digest).await?,
+                    Destination::Remote(_) => false,
                 };
-                for r in referrers {
-                    if r.media_type.is_manifest() && r.digest != *digest && !copied.manifests.contains(&r.digest) {
-                        let mut sub = Copied::default();
-                        self.copy_manifest(&r.digest, None, &mut sub, depth + 1).await?;
-                        copied.manifests.extend(sub.manifests);
-                    }
+                if !written {
+                    self.dest.put_manifest(&self.local, &m).await?;
+                    self.counters.manifests_copied.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Ok(m)
+            walk.done.insert(digest.clone());
+            walk.copied.manifests.push(digest.clone());
+            if self.referrers {
+                walk.referrers.push_back((digest.clone(), 0));
+            }
+            Ok(Some(m))
         })
+    }
+
+    /// The blobs of an image, or the wanted children of an index.
+    async fn copy_children(
+        &self,
+        digest: &Digest,
+        m: &Manifest,
+        walk: &mut Walk,
+        depth: usize,
+    ) -> Result<(), TransferError> {
+        match &m.body {
+            ManifestBody::Image(img) => {
+                // Blobs are checked even when the manifest is present: the mirror caches manifests before
+                // (and without) their layers.
+                let mut blobs = vec![img.config.clone()];
+                blobs.extend(img.layers.iter().cloned());
+                self.copy_blobs(&blobs).await
+            }
+            ManifestBody::Index(idx) => {
+                // Children are always walked (read from the store when held), so a changed platform list
+                // fills in.
+                for child in &idx.manifests {
+                    let wanted = self.platforms.is_empty()
+                        || child.platform.as_ref().is_none_or(|p| self.platforms.iter().any(|s| s.matches(p)));
+                    if let (Some(p), 0) = (&child.platform, depth) {
+                        walk.copied.platforms.push((p.to_string(), child.digest.clone(), wanted));
+                    }
+                    if !wanted {
+                        continue;
+                    }
+                    if !child.media_type.is_manifest() {
+                        return Err(TransferError::Unsupported(format!(
+                            "index {digest} lists {} of type {}, which is not a manifest",
+                            child.digest, child.media_type
+                        )));
+                    }
+                    self.copy_manifest(&child.digest, None, walk, depth + 1).await?;
+                }
+                Ok(())
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::upstream::UpstreamConfig;
+    use crate::store::memory::MemoryStore;
+    use crate::upstream::fake::FakeRegistry;
+
+    async fn copier(fake: &Arc<FakeRegistry>, store: &Arc<MemoryStore>) -> Copier {
+        let url = fake.clone().serve().await;
+        let cfg = UpstreamConfig { name: "fake.io".into(), url, ..Default::default() };
+        Copier {
+            upstream: Arc::new(Upstream::from_config(&cfg).unwrap()),
+            dest: Destination::Local(store.clone()),
+            remote: "a/b".parse().unwrap(),
+            local: "fake.io/a/b".parse().unwrap(),
+            platforms: Vec::new(),
+            referrers: true,
+            concurrency: 2,
+            bandwidth: Arc::new(Bandwidth::new(0)),
+            counters: Arc::default(),
+            on_bytes: Arc::new(|_| {}),
+            inflight: Arc::default(),
+        }
+    }
+
+    /// Copy, with a guard that turns a deadlock (the old behaviour) into a failure instead of a hang.
+    async fn copy(c: &Copier, d: &Digest) -> Result<(Manifest, Copied), TransferError> {
+        tokio::time::timeout(Duration::from_secs(120), c.copy_tree(d, None)).await.expect("the copy deadlocked")
+    }
+
+    #[tokio::test]
+    async fn crafted_referrer_graphs_neither_deadlock_nor_loop() {
+        let fake = Arc::new(FakeRegistry::default());
+        let child = fake.image(None, "amd64");
+        let index = fake.index(Some("v1"), "v1", &[&child]);
+        let sig = fake.image(None, "signature");
+        let sig_index = fake.index(None, "signature bundle", &[&index]);
+        // The child claims its parent as a referrer; the parent claims its child; the signature claims
+        // itself and the image; an index referrer lists the image it refers to as its child.
+        fake.referrer(&child.digest, &index);
+        fake.referrer(&index.digest, &child);
+        fake.referrer(&index.digest, &sig);
+        fake.referrer(&index.digest, &sig_index);
+        fake.referrer(&sig.digest, &sig);
+        fake.referrer(&sig.digest, &index);
+        fake.referrer(&sig_index.digest, &sig_index);
+        let store = Arc::new(MemoryStore::new());
+        let c = copier(&fake, &store).await;
+        let (m, copied) = copy(&c, &index.digest).await.unwrap();
+        assert_eq!(m.digest, index.digest);
+        for d in [&index, &child, &sig, &sig_index] {
+            assert!(store.manifest_get(&c.local, &d.digest).await.unwrap().is_some(), "{} stored", d.digest);
+            assert_eq!(fake.gets(&format!("/manifests/{}", d.digest)), 1, "{} fetched once", d.digest);
+            assert_eq!(copied.manifests.iter().filter(|x| **x == d.digest).count(), 1);
+        }
+        assert_eq!(c.counters.manifests_copied.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test]
+    async fn child_manifests_already_held_are_not_fetched_again() {
+        let fake = Arc::new(FakeRegistry::default());
+        let (amd, arm) = (fake.image(None, "amd64"), fake.image(None, "arm64"));
+        let v1 = fake.index(None, "v1", &[&amd, &arm]);
+        let store = Arc::new(MemoryStore::new());
+        let c = copier(&fake, &store).await;
+        copy(&c, &v1.digest).await.unwrap();
+        // The tag moves to a new index over the same platform images: only the new index is fetched.
+        let v2 = fake.index(None, "v2", &[&amd, &arm]);
+        let (_, copied) = copy(&c, &v2.digest).await.unwrap();
+        assert_eq!(fake.gets(&format!("/manifests/{}", v2.digest)), 1);
+        for d in [&amd, &arm] {
+            assert_eq!(fake.gets(&format!("/manifests/{}", d.digest)), 1, "{} was fetched again", d.digest);
+        }
+        assert_eq!(copied.manifests, vec![amd.digest.clone(), arm.digest.clone(), v2.digest.clone()]);
+        // A repeated child within one index is walked once.
+        let twice = fake.index(None, "twice", &[&amd, &amd]);
+        let (_, copied) = copy(&c, &twice.digest).await.unwrap();
+        assert_eq!(copied.manifests, vec![amd.digest.clone(), twice.digest.clone()]);
+    }
+
+    #[tokio::test]
+    async fn nesting_deeper_than_the_limit_is_refused() {
+        let fake = Arc::new(FakeRegistry::default());
+        let mut top = fake.image(None, "leaf");
+        for i in 0..=MAX_INDEX_DEPTH {
+            top = fake.index(None, &format!("level {i}"), &[&top]);
+        }
+        let store = Arc::new(MemoryStore::new());
+        let c = copier(&fake, &store).await;
+        let r = copy(&c, &top.digest).await;
+        assert!(matches!(&r, Err(TransferError::Graph(m)) if m.contains("nested")), "{:?}", r.err());
+        assert!(store.manifest_get(&c.local, &top.digest).await.unwrap().is_none(), "nothing points at a partial tree");
+    }
 
     #[test]
     fn platform_specs() {

@@ -57,6 +57,8 @@ impl From<Error> for ApiError {
             Error::DigestInvalid(_) => ApiError::new(ErrorCode::DigestInvalid, msg),
             Error::NameInvalid(_) => ApiError::new(ErrorCode::NameInvalid, msg),
             Error::Denied(_) => ApiError::new(ErrorCode::Denied, msg),
+            // No code in the spec fits a failed precondition; DENIED with the HTTP status that says it.
+            Error::PreconditionFailed(_) => ApiError::new(ErrorCode::Denied, msg).status(412),
             Error::Upstream { error: crate::upstream::UpstreamError::Denied { .. }, .. } => {
                 ApiError::new(ErrorCode::Unavailable, msg).status(502)
             }
@@ -82,7 +84,11 @@ impl From<StoreError> for ApiError {
                 .header(axum::http::header::RANGE, upload_range(current)),
             StoreError::BlobUnknown(_) => ApiError::new(ErrorCode::BlobUnknown, msg),
             StoreError::Body(_) => ApiError::new(ErrorCode::BlobUploadInvalid, msg),
-            StoreError::Io { .. } | StoreError::Corrupt(..) => {
+            // 429 (not DENIED): clients treat it as "later", and the cap frees itself as sessions finish or expire.
+            StoreError::TooManyUploads { .. } => {
+                ApiError::new(ErrorCode::TooManyRequests, msg).header(axum::http::header::RETRY_AFTER, "60")
+            }
+            StoreError::Io { .. } | StoreError::Corrupt(..) | StoreError::ReadOnly(_) => {
                 tracing::error!(error = %msg, "storage failure");
                 ApiError::new(ErrorCode::Unsupported, "internal storage error; see the registry log").status(500)
             }

@@ -85,6 +85,12 @@ pub fn accepts(h: &HeaderMap, mt: &MediaType) -> bool {
     !named_manifest
 }
 
+/// A `Warning: 299` value (RFC 7234 §5.5) for an answer served from the cache because the upstream could not
+/// confirm it; quotes and backslashes in the text are replaced so the header stays well-formed.
+pub fn warning(text: &str) -> String {
+    format!("299 - \"{}\"", text.replace(['"', '\\'], "'"))
+}
+
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;

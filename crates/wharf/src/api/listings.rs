@@ -50,9 +50,38 @@ pub async fn tags(
     Ok(respond(200, &hdrs, Body::from(body)))
 }
 
-pub async fn catalog(reg: &Registry, n: Option<usize>, last: Option<String>) -> ApiResult {
+/// Repositories read per step while filtering the catalog for a caller.
+const CATALOG_FILTER_PAGE: usize = 1000;
+
+/// `_catalog`; with access control, only repositories `caller` may pull (pages are filled from the store
+/// until `n` readable names are found, so `n` and `Link` keep their meaning).
+pub async fn catalog(
+    reg: &Registry,
+    n: Option<usize>,
+    last: Option<String>,
+    caller: Option<&(&crate::auth::AccessControl, crate::policy::access::Caller)>,
+) -> ApiResult {
     let limit = n.unwrap_or(usize::MAX);
-    let (repos, more) = reg.catalog(last.as_deref(), limit).await?;
+    let (repos, more) = match caller {
+        None => reg.catalog(last.as_deref(), limit).await?,
+        Some((ac, who)) => {
+            let mut out = Vec::new();
+            let mut cursor = last;
+            loop {
+                let (page, more) = reg.catalog(cursor.as_deref(), CATALOG_FILTER_PAGE).await?;
+                cursor = page.last().map(|r| r.to_string());
+                out.extend(
+                    page.into_iter().filter(|r| ac.allows(who, r.as_str(), crate::policy::access::Action::Pull)),
+                );
+                if !more || out.len() > limit {
+                    break;
+                }
+            }
+            let more = out.len() > limit;
+            out.truncate(limit);
+            (out, more)
+        }
+    };
     let mut hdrs = Vec::new();
     if let (true, Some(r)) = (more && limit > 0, repos.last()) {
         hdrs.push(("link", link("/v2/_catalog", limit, r.as_str(), None)));
@@ -67,8 +96,11 @@ pub async fn referrers(
     digest: &Digest,
     artifact_type: Option<MediaType>,
 ) -> ApiResult {
-    let list = reg.referrers(repo, ns, digest, artifact_type.as_ref()).await?;
+    let (list, warning) = reg.referrers(repo, ns, digest, artifact_type.as_ref()).await?;
     let mut hdrs = Vec::new();
+    if let Some(w) = warning {
+        hdrs.push(("warning", super::headers::warning(&w)));
+    }
     if artifact_type.is_some() {
         hdrs.push((OCI_FILTERS_APPLIED, "artifactType".to_owned()));
     }

@@ -8,6 +8,7 @@ use oci::{ErrorCode, RefSpec, RepoName};
 use super::errors::ApiError;
 use super::headers::{self, CONTENT_DIGEST, OCI_SUBJECT};
 use super::{respond, ApiResult};
+use crate::service::tags::TagWrite;
 use crate::service::{Registry, MAX_MANIFEST_BYTES};
 
 pub async fn get(
@@ -35,7 +36,7 @@ pub async fn get(
     ];
     if let Some(w) = answer.warning {
         // RFC 7234 warn-code 299, warn-agent "-", no date, as the distribution spec requires.
-        hdrs.push(("warning", format!("299 - \"{}\"", w.replace(['"', '\\'], "'"))));
+        hdrs.push(("warning", super::headers::warning(&w)));
     }
     let body = if head { Body::empty() } else { Body::from(m.bytes) };
     Ok(respond(200, &hdrs, body))
@@ -48,10 +49,12 @@ pub async fn put(
     reference: &RefSpec,
     h: &HeaderMap,
     body: Body,
+    actor: Option<&str>,
 ) -> ApiResult {
     let content_type = headers::content_type(h);
+    let write = tag_write(h, "push", actor)?;
     let bytes = read_limited(body, headers::content_length(h)).await?;
-    let out = reg.manifest_put(repo, ns, reference, content_type.as_ref(), bytes).await?;
+    let out = reg.manifest_put_with(repo, ns, reference, content_type.as_ref(), bytes, &write).await?;
     let mut hdrs =
         vec![("location", format!("/v2/{repo}/manifests/{}", out.digest)), (CONTENT_DIGEST, out.digest.to_string())];
     if let Some(s) = out.subject {
@@ -60,9 +63,44 @@ pub async fn put(
     Ok(respond(201, &hdrs, Body::empty()))
 }
 
-pub async fn delete(reg: &Registry, repo: &RepoName, ns: Option<&str>, reference: &RefSpec) -> ApiResult {
-    reg.manifest_delete(repo, ns, reference).await?;
+pub async fn delete(
+    reg: &Registry,
+    repo: &RepoName,
+    ns: Option<&str>,
+    reference: &RefSpec,
+    h: &HeaderMap,
+    actor: Option<&str>,
+) -> ApiResult {
+    let write = tag_write(h, "delete", actor)?;
+    reg.manifest_delete_with(repo, ns, reference, &write).await?;
     Ok(respond(202, &[], Body::empty()))
+}
+
+/// The conditions of a tag write (`If-Match: "<digest>"`, `If-None-Match: *`) and who makes it (`push:alice`).
+fn tag_write(h: &HeaderMap, what: &str, actor: Option<&str>) -> Result<TagWrite, ApiError> {
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let if_match = match header("if-match") {
+        None => None,
+        Some(v) => {
+            let d = v.trim_start_matches("W/").trim_matches('"');
+            Some(d.parse::<oci::Digest>().map_err(|e| {
+                ApiError::new(ErrorCode::DigestInvalid, format!("If-Match must be a quoted manifest digest: {e}"))
+            })?)
+        }
+    };
+    let if_none_match = match header("if-none-match") {
+        None => false,
+        Some("*") => true,
+        Some(_) => {
+            return Err(ApiError::new(ErrorCode::Unsupported, "If-None-Match supports only * (create the tag only)")
+                .status(400))
+        }
+    };
+    let source = match actor {
+        Some(user) => format!("{what}:{user}"),
+        None => what.to_owned(),
+    };
+    Ok(TagWrite { if_match, if_none_match, source })
 }
 
 /// Oversized bodies up to this size are read and discarded before the 413 goes out, so ordinary clients see

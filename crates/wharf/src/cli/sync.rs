@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use crate::app::Core;
+use crate::app::{Access, Core};
 use crate::config::Settings;
 use crate::sync::progress::Progress;
 use crate::sync::report::Report;
@@ -26,6 +26,9 @@ fn print(r: &Report) {
             if t.platforms.is_empty() { String::new() } else { format!("  {present}/{} platforms", t.platforms.len()) };
         let previous = t.previous.as_ref().map(|p| format!("  (was {})", short(&Some(p.clone())))).unwrap_or_default();
         println!("  {:<24} {:<10} {}{platforms}{previous}", t.tag, t.action, short(&t.digest));
+        if !t.missing_platforms.is_empty() {
+            println!("    MISSING required platform(s): {}", t.missing_platforms.join(", "));
+        }
     }
     println!(
         "  {} blobs copied ({} bytes), {} already present, {} manifests written",
@@ -49,7 +52,9 @@ pub fn run(settings: Settings, mode: Mode, only: Option<String>, progress: bool)
     }
     let rt = runtime()?;
     rt.block_on(async move {
-        let core = Core::build(&settings)?;
+        // Beside a running server is fine: every store write is an atomic rename, and in-flight files stay in
+        // this process's own scratch folder.
+        let core = Core::build(&settings, Access::Write)?;
         let progress = Progress::new(progress);
         let reports = match &only {
             None => core.syncer.run_all(mode, &progress).await,
@@ -71,7 +76,7 @@ pub fn run(settings: Settings, mode: Mode, only: Option<String>, progress: bool)
 pub fn status(settings: Settings, json: bool) -> CliResult {
     let rt = runtime()?;
     rt.block_on(async move {
-        let core = Core::build(&settings)?;
+        let core = Core::build(&settings, Access::ReadOnly)?;
         let reports = core.syncer.reports().await;
         if json {
             println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "entries": reports }))?);
@@ -80,7 +85,9 @@ pub fn status(settings: Settings, json: bool) -> CliResult {
         }
         if !json {
             for r in &reports {
-                println!("last run: {} (unix seconds)", r.finished_at);
+                if r.finished_at > 0 {
+                    println!("last run: {} (unix seconds)", r.finished_at);
+                }
                 print(r);
             }
         }

@@ -39,6 +39,12 @@ pub struct SyncConfig {
     pub max_bytes_per_sec: u64,
     /// Copy into another registry instead of the local store.
     pub destination: Option<DestinationConfig>,
+    /// A lock file written by `wharf images lock`: every image in it is copied at its locked digest (all
+    /// platforms, or `platforms`), tagged with its tag and pinned. Replaces `upstream`, `repository`, `tags`.
+    pub lock: Option<PathBuf>,
+    /// For an entry expanded from a lock file: tag (or digest, for a reference without a tag) → locked digest.
+    #[serde(skip)]
+    pub locked: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for SyncConfig {
@@ -56,6 +62,8 @@ impl Default for SyncConfig {
             concurrency: 4,
             max_bytes_per_sec: 0,
             destination: None,
+            lock: None,
+            locked: Default::default(),
         }
     }
 }
@@ -95,43 +103,90 @@ impl std::fmt::Debug for DestinationConfig {
 
 /// Parse `90s`, `30m`, `6h`, `1d` (or plain seconds).
 pub fn parse_every(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        return Err("the interval must be longer than zero".into());
+    }
+    Ok(d)
+}
+
+/// A duration like [`parse_every`]'s, where zero is allowed (`"0s"`: a garbage collection grace of none).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 90s, 30m, 6h or 1d"))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let scale: u64 = match unit.trim() {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?} has an unknown unit (use s, m, h or d)")),
     };
-    if secs == 0 {
-        return Err("the interval must be longer than zero".into());
-    }
+    // A year bounds every schedule and expiry: larger values are typos, and would overflow timer arithmetic.
+    const MAX_SECS: u64 = 366 * 86_400;
+    let secs = n.checked_mul(scale).filter(|&v| v <= MAX_SECS).ok_or_else(|| format!("{s:?} is longer than a year"))?;
     Ok(Duration::from_secs(secs))
 }
 
 impl SyncConfig {
     /// The entry's display name.
     pub fn display_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("{}/{}", self.upstream, self.repository))
+        match (&self.name, &self.lock) {
+            (Some(n), _) => n.clone(),
+            (None, Some(lock)) => format!("lock:{}", lock.display()),
+            (None, None) => format!("{}/{}", self.upstream, self.repository),
+        }
+    }
+
+    /// Problems with a `lock = ...` table: the file must parse and every image's registry must be an upstream.
+    fn lock_issues(&self, lock: &std::path::Path, upstreams: &[&str], issue: &mut dyn FnMut(&str, String)) {
+        for (key, set) in [("upstream", !self.upstream.is_empty()), ("repository", !self.repository.is_empty())] {
+            if set {
+                issue(key, "comes from the lock file: leave it out with `lock`".into());
+            }
+        }
+        if !self.tags.is_empty() || !self.exclude.is_empty() || self.newest.is_some() {
+            issue("tags", "come from the lock file: leave tags, exclude and newest out with `lock`".into());
+        }
+        match std::fs::read_to_string(lock) {
+            Err(e) => issue("lock", format!("{}: {e}", lock.display())),
+            Ok(text) => match crate::images::Lock::parse(&text) {
+                Err(e) => issue("lock", format!("{}: {e}", lock.display())),
+                Ok(l) => {
+                    for r in l.images.keys() {
+                        let registry = r.parse::<oci::reference::Reference>().map(|x| x.registry).unwrap_or_default();
+                        if !upstreams.iter().any(|u| oci::reference::normalize_registry(u) == registry) {
+                            issue(
+                                "lock",
+                                format!(
+                                    "{}: {r:?}: no [[upstream]] named {registry:?} to copy it from",
+                                    lock.display()
+                                ),
+                            );
+                        }
+                    }
+                }
+            },
+        }
     }
 
     /// Problems with this table; `upstreams` are the configured upstream names.
     pub fn issues(&self, at: &str, upstreams: &[&str]) -> Vec<ConfigIssue> {
         let mut out = Vec::new();
         let mut issue = |key: &str, reason: String| out.push(ConfigIssue { key: format!("{at}.{key}"), reason });
-        if self.upstream.is_empty() {
+        if let Some(lock) = &self.lock {
+            self.lock_issues(lock, upstreams, &mut issue);
+        } else if self.upstream.is_empty() {
             issue("upstream", "is required (the name of an [[upstream]])".into());
         } else if !upstreams.contains(&self.upstream.as_str()) {
             issue("upstream", format!("{:?} is not the name of any [[upstream]]", self.upstream));
         }
-        if self.repository.is_empty() {
+        if self.lock.is_none() && self.repository.is_empty() {
             issue("repository", "is required (e.g. \"library/alpine\")".into());
-        } else if self.repository.parse::<oci::RepoName>().is_err() {
+        } else if self.lock.is_none() && self.repository.parse::<oci::RepoName>().is_err() {
             issue("repository", format!("{:?} is not a valid repository name", self.repository));
         }
-        if self.tags.is_empty() {
+        if self.tags.is_empty() && self.lock.is_none() {
             issue("tags", "list at least one tag or pattern".into());
         }
         for (i, t) in self.tags.iter().enumerate() {
@@ -199,7 +254,7 @@ mod tests {
         assert_eq!(parse_every("6h").unwrap(), Duration::from_secs(21600));
         assert_eq!(parse_every("1d").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_every("15").unwrap(), Duration::from_secs(15));
-        for bad in ["", "0s", "5w", "h", "-1m"] {
+        for bad in ["", "0s", "5w", "h", "-1m", "213503982334601d", "18446744073709551615s", "367d"] {
             assert!(parse_every(bad).is_err(), "{bad}");
         }
     }

@@ -17,7 +17,7 @@ use oci::{Digest, Digester};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::{mpsc, watch};
 
-use super::{bump, Key, Mirror, MirrorError, Mirrored};
+use super::{absent_as_none, bump, is_absent, Key, Mirror, MirrorError, Mirrored};
 use crate::policy::routing::MirrorRoute;
 use crate::store::ByteStream;
 use crate::upstream::UpstreamError;
@@ -73,14 +73,22 @@ impl Mirror {
         head: bool,
         whole_only: bool,
     ) -> Result<Option<MirrorBlob>, MirrorError> {
-        let up = self.upstream(route.upstream);
-        if self.store.blob_linked(&route.local, digest).await? {
-            bump(&up.stats.hits);
-            return Ok(Some(MirrorBlob::Local));
+        let answer = self.blob_answer(route, digest, head, whole_only).await;
+        if let Ok(Some(MirrorBlob::Local | MirrorBlob::Streaming { .. })) = &answer {
+            self.touch(&route.local, digest);
         }
-        if self.store.blob_stat(digest).await?.is_some() {
-            // Same bytes already cached for another repository: content-addressed, so share them.
-            self.store.blob_link(&route.local, digest).await?;
+        answer
+    }
+
+    async fn blob_answer(
+        &self,
+        route: &MirrorRoute,
+        digest: &Digest,
+        head: bool,
+        whole_only: bool,
+    ) -> Result<Option<MirrorBlob>, MirrorError> {
+        let up = self.upstream(route.upstream);
+        if self.cached(route, digest).await? {
             bump(&up.stats.hits);
             return Ok(Some(MirrorBlob::Local));
         }
@@ -88,16 +96,36 @@ impl Mirror {
         if self.negative_hit(up, &key) {
             return Ok(None);
         }
+        if let Some(meta) = self.store.blob_stat(digest).await? {
+            // The same bytes are here for another repository (perhaps a private hosted one). Content
+            // addressing makes them safe to share, but only once the upstream confirms this repository has
+            // the blob: otherwise any name would reveal what other repositories hold.
+            return match absent_as_none(up.client.head_blob(&route.remote, digest).await) {
+                Ok(Some(size)) if size == meta.size => {
+                    self.store.blob_link(&route.local, digest).await?;
+                    bump(&up.stats.hits);
+                    Ok(Some(MirrorBlob::Local))
+                }
+                Ok(Some(size)) => Err(self.upstream_error(
+                    up,
+                    UpstreamError::Invalid(format!("{digest} announced as {size} bytes, not {}", meta.size)),
+                )),
+                Ok(None) => {
+                    self.remember_not_found(up, key);
+                    Ok(None)
+                }
+                Err(e) => Err(self.upstream_error(up, e)),
+            };
+        }
         let fill_key = (route.upstream, route.remote.clone(), digest.clone());
-        let existing = self.fills.lock().expect("fills lock").get(&fill_key).cloned();
-        if existing.is_none() && self.store.blob_stat(digest).await?.is_some() {
-            // A fill finished between the first look and now.
-            self.store.blob_link(&route.local, digest).await?;
+        let existing = self.fills.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&fill_key).cloned();
+        if existing.is_none() && self.cached(route, digest).await? {
+            // A fill for this repository finished between the first look and now.
             bump(&up.stats.hits);
             return Ok(Some(MirrorBlob::Local));
         }
         if head && existing.is_none() {
-            return match up.client.head_blob(&route.remote, digest).await {
+            return match absent_as_none(up.client.head_blob(&route.remote, digest).await) {
                 Ok(Some(size)) => Ok(Some(MirrorBlob::Head { size })),
                 Ok(None) => {
                     self.remember_not_found(up, key);
@@ -150,8 +178,14 @@ impl Mirror {
         }
     }
 
+    /// Linked in the cache repository and its bytes in the pool. A link whose pool file is gone (a scrub
+    /// moved corrupt bytes to quarantine, or a crash) is a miss: the blob is fetched again, never a 404.
+    async fn cached(&self, route: &MirrorRoute, digest: &Digest) -> Result<bool, MirrorError> {
+        Ok(self.store.blob_linked(&route.local, digest).await? && self.store.blob_stat(digest).await?.is_some())
+    }
+
     fn start_fill(&self, route: &MirrorRoute, digest: &Digest, fill_key: (usize, oci::RepoName, Digest)) -> Arc<Fill> {
-        let mut fills = self.fills.lock().expect("fills lock");
+        let mut fills = self.fills.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(f) = fills.get(&fill_key) {
             return f.clone();
         }
@@ -170,7 +204,7 @@ impl Mirror {
             let m = mirror;
             let outcome = m.run_fill(&job).await;
             // Leave the map before announcing the end, so late arrivals find the blob in the store.
-            m.fills.lock().expect("fills lock").remove(&fill_key);
+            m.fills.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&fill_key);
             let _ = std::fs::remove_file(&job.path);
             let _ = job.tx.send(outcome);
         });
@@ -181,7 +215,7 @@ impl Mirror {
         let up: &Mirrored = self.upstream(job.route.upstream);
         let resp = match up.client.get_blob(&job.route.remote, &job.digest).await {
             Ok(r) => r,
-            Err(UpstreamError::NotFound) => return FillState::NotFound,
+            Err(e) if is_absent(&e) => return FillState::NotFound,
             Err(e) => {
                 bump(&up.stats.errors);
                 return FillState::Failed(e.to_string());
@@ -198,12 +232,15 @@ impl Mirror {
             }
         }
         match self.store.blob_import(&job.digest, &job.path).await {
-            Ok(_) => {}
+            Ok(meta) => {
+                self.note_fill(up, meta.size);
+            }
             Err(e) => return FillState::Failed(format!("storing {}: {e}", job.digest)),
         }
         if let Err(e) = self.store.blob_link(&job.route.local, &job.digest).await {
             return FillState::Failed(format!("linking {}: {e}", job.digest));
         }
+        self.announce_fill(&up.client.name, &job.route.local, &job.digest, "blob", resp.size.unwrap_or(0));
         FillState::Done
     }
 

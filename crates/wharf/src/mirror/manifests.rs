@@ -2,9 +2,9 @@
 
 use std::time::Instant;
 
-use oci::{Digest, Manifest, RefSpec, Tag};
+use oci::{Digest, Manifest, ManifestBody, RefSpec, Tag};
 
-use super::{bump, Key, Mirror, MirrorError, Mirrored};
+use super::{bump, is_absent, Key, Mirror, MirrorError, Mirrored};
 use crate::history::{self, TagEvent};
 use crate::policy::routing::MirrorRoute;
 use crate::policy::tags::any_match;
@@ -30,10 +30,14 @@ impl Mirror {
         reference: &RefSpec,
     ) -> Result<Option<MirrorManifest>, MirrorError> {
         let up = self.upstream(route.upstream);
-        match reference {
+        let answer = match reference {
             RefSpec::Digest(d) => self.by_digest(up, route, d).await,
             RefSpec::Tag(t) => self.by_tag(up, route, t).await,
+        };
+        if let Ok(Some(m)) = &answer {
+            self.touch(&route.local, &m.digest);
         }
+        answer
     }
 
     async fn local(&self, route: &MirrorRoute, d: &Digest) -> Result<Option<StoredManifest>, MirrorError> {
@@ -63,7 +67,7 @@ impl Mirror {
         bump(&up.stats.misses);
         match up.client.get_manifest(&route.remote, &RefSpec::Digest(d.clone())).await {
             Ok(m) => Ok(Some(self.keep(route, m).await?)),
-            Err(UpstreamError::NotFound) => {
+            Err(e) if is_absent(&e) => {
                 self.remember_not_found(up, key);
                 Ok(None)
             }
@@ -78,28 +82,92 @@ impl Mirror {
     }
 
     /// Store fetched bytes exactly as received (an index is kept whole; its children come when asked for).
+    /// The blobs it names that are already in the store are linked into the cache repository: a verified
+    /// manifest from this upstream repository is the proof that they belong there.
     async fn keep(&self, route: &MirrorRoute, m: Manifest) -> Result<MirrorManifest, MirrorError> {
-        let stored = StoredManifest { bytes: m.bytes.clone(), media_type: m.media_type.clone() };
-        let subject = m.subject().map(|s| s.digest.clone());
-        let desc = subject.as_ref().map(|_| m.descriptor());
-        self.store.manifest_put(&route.local, &m.digest, &stored, subject.as_ref().zip(desc.as_ref())).await?;
+        let stored = StoredManifest::from(&m);
+        if let ManifestBody::Image(img) = &m.body {
+            // Descriptors with `urls` are skipped: registries accept a manifest naming such a layer without
+            // holding it, so it proves nothing (they go through the upstream HEAD check like any other).
+            for d in std::iter::once(&img.config).chain(&img.layers).filter(|d| d.urls.is_empty()) {
+                if self.store.blob_stat(&d.digest).await?.is_some() {
+                    // Collected meanwhile (garbage collection): it is fetched when asked for, like any miss.
+                    match self.store.blob_link(&route.local, &d.digest).await {
+                        Ok(()) | Err(crate::store::StoreError::BlobUnknown(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+        let referrer = m.referrer();
+        self.store.manifest_put(&route.local, &m.digest, &stored, referrer.as_ref().map(|(s, d)| (s, d))).await?;
+        if let Some(up) = self.upstreams.get(route.upstream) {
+            self.announce_fill(&up.client.name, &route.local, &m.digest, "manifest", m.bytes.len() as u64);
+        }
         Ok(MirrorManifest { digest: m.digest, manifest: stored, warning: None })
     }
 
-    fn is_fresh(&self, up: &Mirrored, key: &Key, tag: &Tag) -> bool {
+    /// The tag's answer without asking the upstream: for an immutable tag the cached copy, otherwise the
+    /// digest the upstream confirmed within `tag_ttl` (which may differ from the stored tag when a pinned tag
+    /// was not moved; see `by_tag`).
+    async fn fresh(
+        &self,
+        up: &Mirrored,
+        route: &MirrorRoute,
+        key: &Key,
+        tag: &Tag,
+    ) -> Result<Option<(Digest, StoredManifest)>, MirrorError> {
         if any_match(&up.immutable, tag.as_str()) {
-            return true;
+            return self.cached_tag(route, tag).await;
         }
-        let checked = self.checked.lock().expect("checked lock");
-        checked.get(key).is_some_and(|t| t.elapsed() < up.tag_ttl)
+        let confirmed = {
+            let checked = self.checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            checked.get(key).filter(|(t, _)| t.elapsed() < up.tag_ttl).map(|(_, d)| d.clone())
+        };
+        let Some(d) = confirmed else { return Ok(None) };
+        Ok(self.local(route, &d).await?.map(|m| (d, m)))
     }
 
-    fn mark_checked(&self, key: Key) {
-        let mut map = self.checked.lock().expect("checked lock");
+    pub(super) fn mark_checked(&self, key: Key, digest: Digest) {
+        let mut map = self.checked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() >= super::MAX_ENTRIES {
             map.clear();
         }
-        map.insert(key, Instant::now());
+        map.insert(key, (Instant::now(), digest));
+    }
+
+    /// Whether everything `digest` needs is in the cache repository, so nodes can pull it with the upstream
+    /// gone: a sync's pin says so; otherwise the children and blobs are looked up.
+    async fn complete(&self, route: &MirrorRoute, digest: &Digest, depth: u32) -> Result<bool, MirrorError> {
+        if history::pinned(self.store.as_ref(), &route.local, digest).await?.is_some() {
+            return Ok(true);
+        }
+        let Some(stored) = self.local(route, digest).await? else { return Ok(false) };
+        let Ok(m) = Manifest::parse(stored.bytes, Some(&stored.media_type), digest.algorithm()) else {
+            return Ok(false);
+        };
+        match &m.body {
+            ManifestBody::Image(img) => {
+                for d in std::iter::once(&img.config).chain(&img.layers) {
+                    let elsewhere = !d.urls.is_empty() && d.media_type.is_non_distributable();
+                    if !elsewhere && !self.store.blob_linked(&route.local, &d.digest).await? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+            ManifestBody::Index(idx) => {
+                if depth >= 2 {
+                    return Ok(false);
+                }
+                for child in &idx.manifests {
+                    if !Box::pin(self.complete(route, &child.digest, depth + 1)).await? {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
     }
 
     async fn cached_tag(
@@ -122,21 +190,16 @@ impl Mirror {
             bump(&up.stats.hits);
             Some(MirrorManifest { digest, manifest, warning: None })
         };
-        if self.is_fresh(up, &key, tag) {
-            if let Some(c) = self.cached_tag(route, tag).await? {
-                return Ok(hit(c));
-            }
+        if let Some(c) = self.fresh(up, route, &key, tag).await? {
+            return Ok(hit(c));
         }
         // Revalidate: one request per tag at a time; the others wait and then see its result.
         let flight = self.flight(&key);
         let _guard = flight.lock().await;
-        let cached = self.cached_tag(route, tag).await?;
-        if let Some(c) = cached.clone().filter(|_| self.is_fresh(up, &key, tag)) {
+        if let Some(c) = self.fresh(up, route, &key, tag).await? {
             return Ok(hit(c));
         }
-        if cached.is_none() && self.negative_hit(up, &key) {
-            return Ok(None);
-        }
+        let cached = self.cached_tag(route, tag).await?;
         let stale = |why: String, cached: (Digest, StoredManifest)| {
             bump(&up.stats.stale_served);
             tracing::warn!(upstream = %up.client.name, repo = %route.local, %tag, reason = %why, "serving cached manifest stale");
@@ -158,21 +221,24 @@ impl Mirror {
                 None => Err(err),
             }
         };
+        const GONE: &str = "the tag no longer exists upstream";
+        // A tag the upstream said is gone is not asked for again inside the negative window.
+        if self.negative_hit(up, &key) {
+            return Ok(cached.and_then(|c| stale(GONE.into(), c)));
+        }
         let head = match up.client.head_manifest(&route.remote, &RefSpec::Tag(tag.clone())).await {
             Ok(h) => h,
+            // Registries answer 401/403 for repositories that do not exist (Docker Hub does): that is a
+            // not-found for this name, not an outage, unless a cached copy says the name did exist.
+            Err(e) if is_absent(&e) && cached.is_none() => None,
             Err(e) => return outage(e, cached),
         };
         let Some(head) = head else {
-            return match cached {
-                Some(c) => Ok(stale("the tag no longer exists upstream".into(), c)),
-                None => {
-                    self.remember_not_found(up, key);
-                    Ok(None)
-                }
-            };
+            self.remember_not_found(up, key);
+            return Ok(cached.and_then(|c| stale(GONE.into(), c)));
         };
         if let Some(c) = cached.clone().filter(|(d, _)| *d == head.digest) {
-            self.mark_checked(key);
+            self.mark_checked(key, head.digest);
             return Ok(hit(c));
         }
         bump(&up.stats.misses);
@@ -185,6 +251,16 @@ impl Mirror {
         };
         if let Some((old, _)) = &cached {
             tracing::info!(upstream = %up.client.name, repo = %route.local, %tag, from = %old, to = %fetched.digest, "tag moved upstream");
+            // A tag that sync pinned to complete content keeps pointing at it until the new content is
+            // complete too (sync moves it then): with the upstream gone, nodes must still get a whole image.
+            // Clients are answered with the new digest meanwhile.
+            if history::pinned(self.store.as_ref(), &route.local, old).await?.is_some()
+                && !self.complete(route, &fetched.digest, 0).await?
+            {
+                tracing::info!(upstream = %up.client.name, repo = %route.local, %tag, pinned = %old, "pinned tag kept until the new content is complete");
+                self.mark_checked(key, fetched.digest.clone());
+                return Ok(Some(fetched));
+            }
         }
         self.store.tag_put(&route.local, tag, &fetched.digest).await?;
         let event = TagEvent {
@@ -192,9 +268,10 @@ impl Mirror {
             old: cached.map(|(d, _)| d),
             new: fetched.digest.clone(),
             source: format!("mirror:{}", up.client.name),
+            deleted: false,
         };
         history::record_tag_event(self.store.as_ref(), &route.local, tag, event).await?;
-        self.mark_checked(key);
+        self.mark_checked(key, fetched.digest.clone());
         Ok(Some(fetched))
     }
 }

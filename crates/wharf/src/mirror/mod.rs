@@ -11,7 +11,9 @@
 //! what it fetched and the service decides what to do with it.
 
 mod blobs;
+pub mod budget;
 mod manifests;
+mod referrers;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,6 +26,7 @@ use serde::Serialize;
 
 pub use self::blobs::MirrorBlob;
 pub use self::manifests::MirrorManifest;
+pub use self::referrers::MirrorReferrers;
 use crate::config::upstream::UpstreamConfig;
 use crate::policy::tags::TagPattern;
 use crate::store::{ContentStore, StoreError};
@@ -65,6 +68,29 @@ pub struct Stats {
     pub bytes_fetched: AtomicU64,
     /// Blob fills started (one per digest however many clients ask).
     pub blob_fills: AtomicU64,
+    /// Bytes of the blobs linked from this upstream's cache repositories, as the last budget pass measured.
+    pub cache_bytes: AtomicU64,
+    /// Blob bytes filled since the last budget pass (the cheap over-budget estimate adds them).
+    pub filled_since_pass: AtomicU64,
+    /// Cached images (or stray blob links) evicted by the cache budget.
+    pub evictions: AtomicU64,
+    /// Bytes that left this upstream's cache through evictions.
+    pub bytes_evicted: AtomicU64,
+}
+
+/// An upstream answer that means "this name has no such content": 404, and the 401/403 registries give,
+/// with a token they issued, for repositories that do not exist (Docker Hub does). A cached not-found,
+/// never an outage. Rejected credentials stay an outage the operator sees.
+fn is_absent(e: &UpstreamError) -> bool {
+    matches!(e, UpstreamError::NotFound | UpstreamError::Denied { name_refused: true, .. })
+}
+
+/// A lookup's result with [`is_absent`] errors turned into "not there".
+fn absent_as_none<T>(r: Result<Option<T>, UpstreamError>) -> Result<Option<T>, UpstreamError> {
+    match r {
+        Err(e) if is_absent(&e) => Ok(None),
+        other => other,
+    }
 }
 
 fn bump(c: &AtomicU64) {
@@ -78,6 +104,8 @@ pub struct Mirrored {
     immutable: Vec<TagPattern>,
     tag_ttl: Duration,
     negative_ttl: Duration,
+    /// `[[upstream]] max_bytes`: this upstream's cache sub-budget.
+    pub max_bytes: Option<u64>,
     /// Counters.
     pub stats: Stats,
 }
@@ -107,6 +135,14 @@ pub struct UpstreamStatus {
     pub bytes_fetched: u64,
     /// Blob fills started.
     pub blob_fills: u64,
+    /// This upstream's cache sub-budget (`[[upstream]] max_bytes`), if any.
+    pub max_bytes: Option<u64>,
+    /// Bytes of blobs linked from its cache repositories (measured by the last budget pass).
+    pub cache_bytes: u64,
+    /// Cached images evicted by the budget.
+    pub evictions: u64,
+    /// Bytes evicted.
+    pub bytes_evicted: u64,
 }
 
 /// (local repository, what) — `what` is `m:<ref>` for manifests, `b:<digest>` for blobs.
@@ -121,9 +157,9 @@ pub struct Mirror {
     store: Arc<dyn ContentStore>,
     upstreams: Vec<Mirrored>,
     spool: PathBuf,
-    /// When each (local repo, tag) was last confirmed upstream. A per-process cache: after a restart the
-    /// first request revalidates.
-    checked: Mutex<HashMap<Key, Instant>>,
+    /// When each (local repo, tag) was last confirmed upstream, and the digest the upstream confirmed. A
+    /// per-process cache: after a restart the first request revalidates.
+    checked: Mutex<HashMap<Key, (Instant, oci::Digest)>>,
     /// Upstream "not found" answers and when they expire.
     negative: Mutex<HashMap<Key, Instant>>,
     /// One lock per (local repo, reference) being fetched or revalidated, so concurrent requests collapse.
@@ -131,11 +167,38 @@ pub struct Mirror {
     /// Blob fills in progress, by (upstream, remote repository, digest): a fill answers only for the
     /// repository it fetches from.
     fills: Mutex<HashMap<(usize, RepoName, oci::Digest), Arc<blobs::Fill>>>,
+    /// The cache budget: access times, the whole-cache limit, blobs waiting for the pool phase.
+    budget: budget::BudgetState,
     /// Handle to ourselves for the detached fill tasks.
     me: Weak<Mirror>,
+    /// Where fills are announced (webhooks), once the server has started them.
+    events: std::sync::OnceLock<crate::events::Events>,
 }
 
 impl Mirror {
+    /// Announce fills from now on (`[[webhook]]` events `mirror.filled`).
+    pub fn set_events(&self, events: crate::events::Events) {
+        let _ = self.events.set(events);
+    }
+
+    /// Announce that `digest` (a blob or a manifest) was fetched from upstream into `repo`'s cache.
+    pub(crate) fn announce_fill(&self, upstream: &str, repo: &RepoName, digest: &oci::Digest, kind: &str, size: u64) {
+        if let Some(e) = self.events.get() {
+            e.emit(crate::events::Event::about(
+                "mirror.filled",
+                repo.as_str(),
+                Some(format!("{repo}@{digest}")),
+                serde_json::json!({
+                    "upstream": upstream,
+                    "repository": repo.to_string(),
+                    "digest": digest.to_string(),
+                    "kind": kind,
+                    "size": size,
+                }),
+            ));
+        }
+    }
+
     /// Build the clients for every `[[upstream]]`; `spool` is a local directory for blobs being fetched
     /// (on the data directory's filesystem, so finished blobs are renamed, not copied).
     pub fn new(
@@ -160,6 +223,7 @@ impl Mirror {
                 immutable,
                 tag_ttl: Duration::from_secs(c.tag_ttl_secs),
                 negative_ttl: Duration::from_secs(c.negative_ttl_secs),
+                max_bytes: c.max_bytes()?,
                 stats: Stats::default(),
             });
         }
@@ -171,7 +235,9 @@ impl Mirror {
             negative: Mutex::default(),
             flights: Mutex::default(),
             fills: Mutex::default(),
+            budget: budget::BudgetState::default(),
             me: me.clone(),
+            events: std::sync::OnceLock::new(),
         }))
     }
 
@@ -203,13 +269,17 @@ impl Mirror {
                     corrupt: g(&s.corrupt),
                     bytes_fetched: g(&s.bytes_fetched),
                     blob_fills: g(&s.blob_fills),
+                    max_bytes: u.max_bytes,
+                    cache_bytes: g(&s.cache_bytes),
+                    evictions: g(&s.evictions),
+                    bytes_evicted: g(&s.bytes_evicted),
                 }
             })
             .collect()
     }
 
     fn flight(&self, key: &Key) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.flights.lock().expect("flights lock");
+        let mut map = self.flights.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if map.len() > 10_000 {
             map.retain(|_, m| Arc::strong_count(m) > 1);
         }
@@ -218,7 +288,7 @@ impl Mirror {
     }
 
     fn negative_hit(&self, up: &Mirrored, key: &Key) -> bool {
-        let mut map = self.negative.lock().expect("negative lock");
+        let mut map = self.negative.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         match map.get(key) {
             Some(until) if *until > Instant::now() => {
                 bump(&up.stats.not_found);
@@ -235,7 +305,7 @@ impl Mirror {
     fn remember_not_found(&self, up: &Mirrored, key: Key) {
         bump(&up.stats.not_found);
         if up.negative_ttl > Duration::ZERO {
-            let mut map = self.negative.lock().expect("negative lock");
+            let mut map = self.negative.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if map.len() >= MAX_ENTRIES {
                 let now = Instant::now();
                 map.retain(|_, until| *until > now);

@@ -4,7 +4,12 @@
 //! - containerd mirror form: `/v2/library/alpine/...?ns=docker.io`
 //! - path-prefix form: `/v2/docker.io/library/alpine/...` (also `/v2/docker.io/alpine/...`)
 //! - default upstream (Docker daemon `registry-mirrors`, no `ns`): `/v2/library/alpine/...`, used only when
-//!   the repository has no hosted content of that name.
+//!   the repository has no hosted content of that name (the service decides that per repository, never per
+//!   reference, so a hosted repository's misses never reach an upstream).
+//!
+//! An `ns` that names no configured upstream never reaches any upstream: the request is for hosted content
+//! of that name only. A node that sends every registry through Wharf (`_default/hosts.toml`) therefore never
+//! gets Docker Hub's `org/app` when it asked for `quay.io/org/app`.
 
 use oci::reference::{normalize_registry, normalize_repo};
 use oci::RepoName;
@@ -18,6 +23,14 @@ pub enum Route {
     Mirror(MirrorRoute),
     /// Hosted content of this name if there is any, otherwise the default upstream.
     HostedOrMirror(RepoName, MirrorRoute),
+    /// A name inside a mirrored namespace asked for with an `ns` that names no configured upstream: there is
+    /// nothing to serve (the cache belongs to another registry) and nothing may be written.
+    Foreign {
+        /// The repository as asked for.
+        repo: RepoName,
+        /// The unconfigured `ns`.
+        ns: String,
+    },
 }
 
 /// A repository of an upstream.
@@ -37,6 +50,13 @@ pub struct MirrorRoute {
 /// cannot appear in a repository name, an underscore can.
 pub fn cache_host(host: &str) -> String {
     normalize_registry(host).replace(':', "_")
+}
+
+/// The local repository where content of `remote` from upstream `host` is kept (`docker.io/library/alpine`,
+/// `registry.local_5000/team/app`): the one cache-name formula, shared by request-time routing and by sync,
+/// so a synced image is exactly where the mirror looks for it.
+pub fn cache_repo(host: &str, remote: &RepoName) -> Result<RepoName, oci::NameError> {
+    format!("{}/{remote}", cache_host(host)).parse()
 }
 
 /// Routing table built from the `[[upstream]]` names.
@@ -60,20 +80,32 @@ impl Router {
     fn mirror(&self, upstream: usize, remote: &str, ns: Option<String>) -> Option<MirrorRoute> {
         let host = &self.names[upstream];
         let remote: RepoName = normalize_repo(host, remote).parse().ok()?;
-        let local: RepoName = format!("{}/{remote}", cache_host(host)).parse().ok()?;
+        let local = cache_repo(host, &remote).ok()?;
         Some(MirrorRoute { upstream, remote, local, ns })
+    }
+
+    /// The upstream whose mirrored namespace `repo` is in (`docker.io/...`, `registry.local_5000/...`), and
+    /// the rest of the name.
+    fn prefixed<'a>(&self, repo: &'a RepoName) -> Option<(usize, &'a str)> {
+        let (first, rest) = repo.as_str().split_once('/')?;
+        let i = self.find(first).or_else(|| self.names.iter().position(|n| cache_host(n) == first))?;
+        Some((i, rest))
     }
 
     /// Route a request for `repo`, with the `ns` query parameter if the client sent one. `None` when the
     /// resulting cache name would be invalid (too long).
     pub fn resolve(&self, repo: &RepoName, ns: Option<&str>) -> Option<Route> {
-        if let Some(i) = ns.and_then(|ns| self.find(ns)) {
-            return self.mirror(i, repo.as_str(), ns.map(str::to_owned)).map(Route::Mirror);
+        if let Some(ns) = ns {
+            return match self.find(ns) {
+                Some(i) => self.mirror(i, repo.as_str(), Some(ns.to_owned())).map(Route::Mirror),
+                // An unconfigured ns: hosted content only, and never a mirror's cache (which holds another
+                // registry's content under that name).
+                None if self.prefixed(repo).is_some() => Some(Route::Foreign { repo: repo.clone(), ns: ns.to_owned() }),
+                None => Some(Route::Hosted(repo.clone())),
+            };
         }
-        if let Some((first, rest)) = repo.as_str().split_once('/') {
-            if let Some(i) = self.find(first).or_else(|| self.names.iter().position(|n| cache_host(n) == first)) {
-                return self.mirror(i, rest, None).map(Route::Mirror);
-            }
+        if let Some((i, rest)) = self.prefixed(repo) {
+            return self.mirror(i, rest, None).map(Route::Mirror);
         }
         if let Some(i) = self.default {
             if let Some(m) = self.mirror(i, repo.as_str(), None) {
@@ -81,6 +113,11 @@ impl Router {
             }
         }
         Some(Route::Hosted(repo.clone()))
+    }
+
+    /// The configured registry hosts (the `ns` values that select a mirrored namespace).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// Whether any upstream is configured.
@@ -134,6 +171,18 @@ mod tests {
         assert_eq!(
             router.resolve(&r("registry.local_5000/team/app"), None),
             Some(Route::Mirror(MirrorRoute { ns: None, ..want }))
+        );
+    }
+
+    #[test]
+    fn unconfigured_ns_never_reaches_an_upstream() {
+        // With a default upstream, an ns that names no configured upstream must not fall through to it.
+        let router = Router::new(vec!["docker.io".into()], Some(0));
+        assert_eq!(router.resolve(&r("org/app"), Some("quay.io")), Some(Route::Hosted(r("org/app"))));
+        // Nor may it reach the default upstream's cache through a prefixed name.
+        assert_eq!(
+            router.resolve(&r("docker.io/org/app"), Some("quay.io")),
+            Some(Route::Foreign { repo: r("docker.io/org/app"), ns: "quay.io".into() })
         );
     }
 

@@ -139,7 +139,7 @@ pub fn any_match(patterns: &[TagPattern], tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::upstream::DEFAULT_IMMUTABLE;
+    use crate::config::upstream::SEMVER_RELEASES;
 
     #[test]
     fn globs_and_regexes() {
@@ -189,8 +189,8 @@ mod tests {
     }
 
     #[test]
-    fn default_immutable_is_full_semver() {
-        let p = TagPattern::parse(DEFAULT_IMMUTABLE).unwrap();
+    fn semver_releases_pattern_is_full_semver() {
+        let p = TagPattern::parse(SEMVER_RELEASES).unwrap();
         for t in ["1.2.3", "v1.29.0", "0.0.1"] {
             assert!(p.matches(t), "{t}");
         }

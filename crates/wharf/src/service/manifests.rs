@@ -3,8 +3,9 @@
 use bytes::Bytes;
 use oci::{Descriptor, Digest, Manifest, MediaType, RefSpec, RepoName, Tag};
 
-use super::{Error, Registry, Result};
-use crate::policy::routing::{MirrorRoute, Route};
+use super::tags::TagWrite;
+use super::{Error, Registry, Result, Source};
+use crate::policy::routing::MirrorRoute;
 use crate::store::StoredManifest;
 
 /// A manifest read: what to serve and whether it is a stale cached copy.
@@ -31,13 +32,14 @@ impl Registry {
     /// Resolve a tag or digest, from the store or through the mirror.
     pub async fn manifest_get(&self, repo: &RepoName, ns: Option<&str>, reference: &RefSpec) -> Result<ManifestAnswer> {
         let hosted = |(digest, manifest)| ManifestAnswer { digest, manifest, warning: None };
-        match self.route(repo, ns)? {
-            Route::Hosted(r) => self.hosted_manifest(&r, reference).await.map(hosted),
-            Route::Mirror(m) => self.mirrored_manifest(&m, reference).await,
-            Route::HostedOrMirror(r, m) => match self.hosted_manifest(&r, reference).await {
-                Err(Error::ManifestUnknown { .. }) => self.mirrored_manifest(&m, reference).await,
-                other => other.map(hosted),
-            },
+        match self.source(repo, ns).await? {
+            Source::Hosted(r) => {
+                let found = self.hosted_manifest(&r, reference).await?;
+                self.note_pull(&r, &found.0);
+                Ok(hosted(found))
+            }
+            Source::Mirror(m) => self.mirrored_manifest(&m, reference).await,
+            Source::Nothing(repo) => Err(Error::ManifestUnknown { repo, reference: reference.to_string() }),
         }
     }
 
@@ -69,6 +71,19 @@ impl Registry {
         content_type: Option<&MediaType>,
         bytes: Bytes,
     ) -> Result<PutOutcome> {
+        self.manifest_put_with(repo, ns, reference, content_type, bytes, &TagWrite::by("push")).await
+    }
+
+    /// [`Registry::manifest_put`] with the tag write's conditions and attribution (`If-Match`, the pusher).
+    pub async fn manifest_put_with(
+        &self,
+        repo: &RepoName,
+        ns: Option<&str>,
+        reference: &RefSpec,
+        content_type: Option<&MediaType>,
+        bytes: Bytes,
+        write: &TagWrite,
+    ) -> Result<PutOutcome> {
         let repo = &self.writable(repo, ns)?;
         if bytes.len() > super::MAX_MANIFEST_BYTES {
             return Err(Error::ManifestTooLarge);
@@ -86,21 +101,57 @@ impl Registry {
                 )));
             }
         }
+        // Shared with other pushes, exclusive against a blob delete: the blobs checked here stay linked until
+        // the manifest and its reference entries are stored.
+        let _repo_guard = self.store.repo_locks().shared(repo).await;
         self.check_references(repo, &manifest).await?;
-        let subject = manifest.subject().map(|s| s.digest.clone());
-        let descriptor = subject.as_ref().map(|_| manifest.descriptor());
-        let stored = StoredManifest { bytes: manifest.bytes.clone(), media_type: manifest.media_type.clone() };
-        let referrer = subject.as_ref().zip(descriptor.as_ref());
-        self.store.manifest_put(repo, &manifest.digest, &stored, referrer).await?;
+        // Tag conditions and rules first, so a refused push stores nothing.
+        let note = match reference {
+            RefSpec::Tag(tag) => {
+                self.precheck_tag(repo, tag, &manifest.digest, write).await?;
+                self.check_required_platforms(repo, tag, &manifest).await?
+            }
+            RefSpec::Digest(_) => None,
+        };
+        let referrer = manifest.referrer();
+        let link = referrer.as_ref().map(|(s, d)| (s, d));
+        self.store.manifest_put(repo, &manifest.digest, &StoredManifest::from(&manifest), link).await?;
         if let RefSpec::Tag(tag) = reference {
-            self.store.tag_put(repo, tag, &manifest.digest).await?;
+            self.tag_move_noted(repo, tag, &manifest.digest, write, note).await?;
         }
-        Ok(PutOutcome { digest: manifest.digest, subject })
+        if self.events.enabled() {
+            let tag = match reference {
+                RefSpec::Tag(t) => Some(t.to_string()),
+                RefSpec::Digest(_) => None,
+            };
+            let subject = Some(match &tag {
+                Some(t) => format!("{repo}:{t}"),
+                None => format!("{repo}@{}", manifest.digest),
+            });
+            self.events.emit(crate::events::Event::about(
+                "manifest.pushed",
+                repo.as_str(),
+                subject,
+                serde_json::json!({
+                    "repository": repo.to_string(),
+                    "digest": manifest.digest.to_string(),
+                    "mediaType": manifest.media_type.to_string(),
+                    "size": manifest.bytes.len(),
+                    "tag": tag,
+                    "by": write.source,
+                }),
+            ));
+        }
+        Ok(PutOutcome { digest: manifest.digest, subject: referrer.map(|(s, _)| s) })
     }
 
     /// Every blob and child manifest a manifest references must already be in the repository, so a pulled
     /// manifest is always complete.
     async fn check_references(&self, repo: &RepoName, manifest: &Manifest) -> Result<()> {
+        let config = match &manifest.body {
+            oci::ManifestBody::Image(i) => Some(&i.config.digest),
+            oci::ManifestBody::Index(_) => None,
+        };
         for desc in manifest.references() {
             if desc.media_type.is_manifest() && manifest.media_type.is_index() {
                 if self.store.manifest_get(repo, &desc.digest).await?.is_none() {
@@ -108,8 +159,11 @@ impl Registry {
                 }
                 continue;
             }
-            if !desc.urls.is_empty() {
-                continue; // foreign layers live elsewhere by design
+            // Only non-distributable layers may live elsewhere (their `urls` say where); a config, or any
+            // other layer that merely carries `urls`, must be here, or the image could never be pulled whole.
+            let is_config = config == Some(&desc.digest);
+            if !desc.urls.is_empty() && !is_config && desc.media_type.is_non_distributable() {
+                continue;
             }
             if !self.store.blob_linked(repo, &desc.digest).await? {
                 return Err(Error::ManifestBlobUnknown(desc.digest.clone()));
@@ -120,10 +174,42 @@ impl Registry {
 
     /// Delete a manifest by digest, or untag by tag.
     pub async fn manifest_delete(&self, repo: &RepoName, ns: Option<&str>, reference: &RefSpec) -> Result<()> {
+        self.manifest_delete_with(repo, ns, reference, &TagWrite::by("delete")).await
+    }
+
+    /// [`Registry::manifest_delete`] with a tag delete's conditions and attribution.
+    pub async fn manifest_delete_with(
+        &self,
+        repo: &RepoName,
+        ns: Option<&str>,
+        reference: &RefSpec,
+        write: &TagWrite,
+    ) -> Result<()> {
         let repo = &self.writable(repo, ns)?;
         let found = match reference {
-            RefSpec::Digest(d) => self.store.manifest_delete(repo, d).await?,
-            RefSpec::Tag(t) => self.store.tag_delete(repo, t).await?,
+            RefSpec::Digest(d) => {
+                // Exclusive against manifest pushes: a re-push of the same digest must not interleave with the
+                // removal of its tags and blob references.
+                let _guard = self.store.repo_locks().exclusive(repo).await;
+                let frozen = self.immutable_tags_on(repo, d).await?;
+                if !frozen.is_empty() {
+                    return Err(Error::Denied(format!(
+                        "{d} is tagged {} in {repo}, immutable by the [[tags]] rules; it cannot be deleted",
+                        frozen.join(", ")
+                    )));
+                }
+                let found = self.store.manifest_delete(repo, d).await?;
+                if found {
+                    self.events.emit(crate::events::Event::about(
+                        "manifest.deleted",
+                        repo.as_str(),
+                        Some(format!("{repo}@{d}")),
+                        serde_json::json!({"repository": repo.to_string(), "digest": d.to_string(), "by": write.source}),
+                    ));
+                }
+                found
+            }
+            RefSpec::Tag(t) => self.tag_remove(repo, t, write).await?,
         };
         if found {
             Ok(())
@@ -140,7 +226,7 @@ impl Registry {
         last: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<Tag>, bool)> {
-        let repo = &self.readable(repo, ns)?;
+        let Some(repo) = &self.readable(repo, ns).await? else { return Err(Error::NameUnknown(repo.clone())) };
         let mut tags = self
             .store
             .tag_list(repo, last, limit.saturating_add(1))
@@ -159,19 +245,28 @@ impl Registry {
         Ok((repos, more))
     }
 
-    /// Manifests in `repo` whose subject is `subject`, optionally only those of one artifact type.
+    /// Manifests in `repo` whose subject is `subject`, optionally only those of one artifact type; for a
+    /// mirrored repository the upstream's answer (cached briefly, served stale with a warning when it is
+    /// down), never an empty list that only means "nothing cached".
     pub async fn referrers(
         &self,
         repo: &RepoName,
         ns: Option<&str>,
         subject: &Digest,
         artifact_type: Option<&MediaType>,
-    ) -> Result<Vec<Descriptor>> {
-        let repo = &self.readable(repo, ns)?;
-        let mut all = self.store.referrers(repo, subject).await?;
+    ) -> Result<(Vec<Descriptor>, Option<String>)> {
+        let (mut all, warning) = match self.source(repo, ns).await? {
+            Source::Hosted(r) => (self.store.referrers(&r, subject).await?, None),
+            Source::Mirror(m) => {
+                let mirror = self.mirror.as_ref().expect("mirror routes exist only with a mirror");
+                let answer = mirror.referrers(&m, subject).await?;
+                (answer.descriptors, answer.warning)
+            }
+            Source::Nothing(r) => return Err(Error::NameUnknown(r)),
+        };
         if let Some(t) = artifact_type {
             all.retain(|d| d.artifact_type.as_ref() == Some(t));
         }
-        Ok(all)
+        Ok((all, warning))
     }
 }

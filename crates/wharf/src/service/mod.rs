@@ -8,6 +8,8 @@
 
 mod blobs;
 mod manifests;
+pub mod retention;
+pub mod tags;
 
 use std::sync::Arc;
 
@@ -16,12 +18,12 @@ use oci::{Digest, RepoName};
 pub use self::blobs::{BlobStart, RangeRequest, UploadProgress};
 pub use self::manifests::{ManifestAnswer, PutOutcome};
 use crate::mirror::{Mirror, MirrorError};
-use crate::policy::routing::{Route, Router};
+use crate::policy::routing::{MirrorRoute, Route, Router};
 use crate::store::{ContentStore, StoreError};
 use crate::upstream::UpstreamError;
 
-/// Largest manifest accepted (the distribution spec asks registries to take at least 4 MiB).
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Largest manifest accepted; defined once in `oci` (the same limit applies to manifests fetched upstream).
+pub use oci::MAX_MANIFEST_BYTES;
 
 /// Errors from registry operations, each one a distinct wire outcome (mapped in `api::errors`).
 #[derive(Debug, thiserror::Error)]
@@ -63,9 +65,12 @@ pub enum Error {
     /// The name is valid but its mirror cache name would not be (too long).
     #[error("{0}")]
     NameInvalid(String),
-    /// A write to a read-only (mirrored) repository.
+    /// A write to a read-only (mirrored) repository, or one a tag rule forbids.
     #[error("{0}")]
     Denied(String),
+    /// A conditional tag write (`If-Match` / `If-None-Match`) whose condition does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
     /// A mirrored read failed upstream and nothing usable is cached.
     #[error("upstream {upstream} failed and nothing is cached: {error}")]
     Upstream {
@@ -100,22 +105,61 @@ pub struct Registry {
     store: Arc<dyn ContentStore>,
     mirror: Option<Arc<Mirror>>,
     router: Router,
+    tag_policy: Arc<tags::TagPolicy>,
+    retention: Arc<retention::Retention>,
+    events: crate::events::Events,
 }
 
 impl Registry {
     /// A registry over a store, hosting every repository.
     pub fn new(store: Arc<dyn ContentStore>) -> Self {
-        Registry { store, mirror: None, router: Router::default() }
+        Registry {
+            store,
+            mirror: None,
+            router: Router::default(),
+            tag_policy: Default::default(),
+            retention: Default::default(),
+            events: Default::default(),
+        }
+    }
+
+    /// Apply `[[tags]]` rules and the `[history] keep` bound to hosted tags.
+    pub fn with_tag_policy(mut self, policy: tags::TagPolicy) -> Self {
+        self.tag_policy = Arc::new(policy);
+        self
+    }
+
+    /// Emit events (webhooks) for pushes, tag moves, deletes and collections.
+    pub fn with_events(mut self, events: crate::events::Events) -> Self {
+        self.events = events;
+        self
+    }
+
+    /// The event handle (disabled without webhooks), for background tasks that announce results.
+    pub fn events(&self) -> &crate::events::Events {
+        &self.events
     }
 
     /// A registry that also mirrors the upstreams named in `router`.
     pub fn with_mirror(store: Arc<dyn ContentStore>, mirror: Arc<Mirror>, router: Router) -> Self {
-        Registry { store, mirror: Some(mirror), router }
+        Registry {
+            store,
+            mirror: Some(mirror),
+            router,
+            tag_policy: Default::default(),
+            retention: Default::default(),
+            events: Default::default(),
+        }
     }
 
     /// The mirror, for status views.
     pub fn mirror(&self) -> Option<&Arc<Mirror>> {
         self.mirror.as_ref()
+    }
+
+    /// The content store, for read-only checks beside the registry paths (`GET /_wharf/verify/...`).
+    pub fn store(&self) -> &Arc<dyn ContentStore> {
+        &self.store
     }
 
     /// Route a repository request (with the client's `ns`, if any).
@@ -128,6 +172,33 @@ impl Registry {
         })
     }
 
+    /// Where a read of `repo` is answered from, decided per repository: a name with hosted content never
+    /// consults an upstream (so a miss in a hosted repository is a plain 404, never another registry's
+    /// content of the same name); the default upstream serves only names with no hosted content.
+    pub(crate) async fn source(&self, repo: &RepoName, ns: Option<&str>) -> Result<Source> {
+        Ok(match self.route(repo, ns)? {
+            Route::Hosted(r) => Source::Hosted(r),
+            Route::Mirror(m) => Source::Mirror(m),
+            Route::HostedOrMirror(r, m) => {
+                if self.store.repo_exists(&r).await? {
+                    Source::Hosted(r)
+                } else {
+                    Source::Mirror(m)
+                }
+            }
+            Route::Foreign { repo, .. } => Source::Nothing(repo),
+        })
+    }
+
+    /// The registry hosts whose content is mirrored (empty without a mirror): token scopes name repositories
+    /// without `ns`, so the token endpoint also consults the rules for `<host>/<name>`.
+    pub fn mirror_namespaces(&self) -> &[String] {
+        match self.mirror {
+            Some(_) => self.router.names(),
+            None => &[],
+        }
+    }
+
     /// Whether `ns` names a mirrored upstream (so responses echo it in `OCI-Namespace`).
     pub fn serves_namespace(&self, ns: &str) -> bool {
         self.mirror.is_some()
@@ -137,23 +208,49 @@ impl Registry {
                 .is_some_and(|r| matches!(r, Route::Mirror(_)))
     }
 
-    /// The repository a write goes to; mirrored namespaces refuse writes.
+    /// The repository a write goes to; mirrored namespaces refuse writes, and so do names whose first
+    /// component reads as a registry host (`ghcr.io/org/app`): those are where a mirror of that registry keeps
+    /// its cache, and content planted there today would be served as that registry's once it is configured.
     pub fn writable(&self, repo: &RepoName, ns: Option<&str>) -> Result<RepoName> {
         match self.route(repo, ns)? {
-            Route::Hosted(r) | Route::HostedOrMirror(r, _) => Ok(r),
+            Route::Hosted(r) | Route::HostedOrMirror(r, _) => {
+                let first = r.as_str().split('/').next().unwrap_or_default();
+                if r.as_str().contains('/') && oci::reference::looks_like_host(first) {
+                    return Err(Error::Denied(format!(
+                        "repository {r} starts with the registry host {first}, which is reserved for mirroring \
+                         that registry; push to a name without a host-like first component"
+                    )));
+                }
+                Ok(r)
+            }
             Route::Mirror(m) => Err(Error::Denied(format!(
                 "repository {repo} is a read-only mirror of {} (cached as {}); push to a repository outside mirrored namespaces",
                 self.mirror.as_ref().map_or("an upstream", |mi| mi.upstream(m.upstream).client.name.as_str()),
                 m.local
             ))),
+            Route::Foreign { repo, ns } => Err(Error::Denied(format!(
+                "repository {repo} is in a mirrored namespace, and ns={ns} names no upstream configured here"
+            ))),
         }
     }
 
-    /// The local repository holding content for reads that list or look up cached data (tags, referrers).
-    pub fn readable(&self, repo: &RepoName, ns: Option<&str>) -> Result<RepoName> {
-        Ok(match self.route(repo, ns)? {
-            Route::Hosted(r) | Route::HostedOrMirror(r, _) => r,
-            Route::Mirror(m) => m.local,
+    /// The local repository holding content for reads that list cached data (tags); `None` when nothing
+    /// can be there.
+    pub(crate) async fn readable(&self, repo: &RepoName, ns: Option<&str>) -> Result<Option<RepoName>> {
+        Ok(match self.source(repo, ns).await? {
+            Source::Hosted(r) => Some(r),
+            Source::Mirror(m) => Some(m.local),
+            Source::Nothing(_) => None,
         })
     }
+}
+
+/// Where a read is answered from (see [`Registry::source`]).
+pub(crate) enum Source {
+    /// The hosted repository of that name.
+    Hosted(RepoName),
+    /// An upstream, through the mirror's cache.
+    Mirror(MirrorRoute),
+    /// Nowhere: a mirrored namespace asked for with an unconfigured `ns`.
+    Nothing(RepoName),
 }

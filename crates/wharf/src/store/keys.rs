@@ -2,17 +2,33 @@
 //!
 //! ```text
 //! blobs/<algo>/<2 hex>/<hex>                      committed blob bytes (global, deduplicated)
-//! uploads/<id>/data                               bytes of an upload session or an in-flight blob_put
+//! uploads/<id>/data                               bytes of an upload session (mtime = last activity)
 //! uploads/<id>/repo                               repository the session belongs to
 //! repos/<name>/_blobs/<algo>/<hex>                empty: the blob is visible in <name>
 //! repos/<name>/_manifests/<algo>/<hex>            "<media type>\n" followed by the exact manifest bytes
+//! repos/<name>/_refs/<algo>/<blob hex>/<algo>-<manifest hex>   empty: that manifest references the blob
+//! repos/<name>/_refs/.complete                   empty: every manifest here has its `_refs` entries
 //! repos/<name>/_tags/<tag>                        the digest the tag points at
 //! repos/<name>/_referrers/<algo>-<subject hex>/<algo>-<hex>   descriptor JSON of a referrer
-//! tmp/<random>                                   bytes of an in-flight blob_put (emptied when the store opens)
+//! tmp/<pid>-<random>/<random>/data               bytes of an in-flight blob_put, per process
+//! tmp/<pid>-<random>.lock                         flock held by that process while it lives
+//! spool/<pid>-<random>/, spool/<pid>-<random>.lock   the mirror's blob fills, per `serve` process
+//! serve.lock                                      flock held by the one `wharf serve` of this directory
+//! gc.lock                                         flock held by the one garbage collection running here
+//! scrub.lock                                      flock held by the one scrub running here
+//! quarantine/<batch>/blobs/<algo>-<hex>           a corrupt pool blob the scrub moved aside (never served)
+//! quarantine/<batch>/repos/<name>/<algo>-<hex>    a corrupt manifest of <name> (stored file, as it was)
 //! meta/<key>                                     small documents: sync reports, tag history, pins
 //! ```
 //! Repository path components never start with `_` (name grammar), so the `_` directories cannot collide
 //! with nested repository names. Temp files are `.<name>.<random>.tmp` in the target's directory.
+//!
+//! `_refs` is the reverse index a blob delete needs ("does a manifest here still use this blob?"): written
+//! before the manifest at push, so a durable manifest always has its entries; an entry whose manifest is gone
+//! (deleted, or a push that crashed) is ignored and removed with the manifest. Looking a blob up is one
+//! directory read of the manifests that use it. Data directories from before the index have manifests without
+//! entries: the first lookup in such a repository scans its manifests once, writes their entries, then the
+//! `.complete` marker (a crash before the marker only means the scan runs again).
 
 use std::path::{Path, PathBuf};
 
@@ -43,9 +59,43 @@ impl Layout {
         self.root.join("blobs").join(d.algorithm().as_str()).join(&hex[..2]).join(hex)
     }
 
-    /// Scratch directory for in-flight `blob_put` writes (never resumed, so emptied at open).
+    /// Parent of the per-process scratch folders for in-flight `blob_put` writes.
     pub fn tmp(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// Parent of the per-process mirror spool folders.
+    pub fn spool(&self) -> PathBuf {
+        self.root.join("spool")
+    }
+
+    /// The lock file that keeps a second `wharf serve` off this data directory.
+    pub fn serve_lock(&self) -> PathBuf {
+        self.root.join("serve.lock")
+    }
+
+    /// The lock file that keeps a second garbage collection off this data directory.
+    pub fn gc_lock(&self) -> PathBuf {
+        self.root.join("gc.lock")
+    }
+
+    /// The lock file that keeps a second scrub off this data directory.
+    pub fn scrub_lock(&self) -> PathBuf {
+        self.root.join("scrub.lock")
+    }
+
+    /// Where a scrub moves a corrupt pool blob (`batch` names the scrub, e.g. its start time).
+    pub fn quarantined_blob(&self, batch: &str, d: &Digest) -> PathBuf {
+        self.root.join("quarantine").join(batch).join("blobs").join(format!("{}-{}", d.algorithm(), d.hex()))
+    }
+
+    /// Where a scrub moves a corrupt manifest of `repo`.
+    pub fn quarantined_manifest(&self, batch: &str, repo: &RepoName, d: &Digest) -> PathBuf {
+        self.root.join("quarantine").join(batch).join("repos").join(repo.as_str()).join(format!(
+            "{}-{}",
+            d.algorithm(),
+            d.hex()
+        ))
     }
 
     /// A meta document (the key was validated by the caller).
@@ -81,6 +131,21 @@ impl Layout {
     /// A repository's manifest.
     pub fn manifest(&self, repo: &RepoName, d: &Digest) -> PathBuf {
         self.repo(repo).join("_manifests").join(d.algorithm().as_str()).join(d.hex())
+    }
+
+    /// Directory of the manifests that reference blob `d` in a repository.
+    pub fn blob_refs(&self, repo: &RepoName, d: &Digest) -> PathBuf {
+        self.repo(repo).join("_refs").join(d.algorithm().as_str()).join(d.hex())
+    }
+
+    /// The entry saying manifest `m` references blob `d`.
+    pub fn blob_ref(&self, repo: &RepoName, d: &Digest, m: &Digest) -> PathBuf {
+        self.blob_refs(repo, d).join(format!("{}-{}", m.algorithm(), m.hex()))
+    }
+
+    /// Marker that the repository's `_refs` entries were rebuilt for manifests stored before the index.
+    pub fn refs_complete(&self, repo: &RepoName) -> PathBuf {
+        self.repo(repo).join("_refs").join(".complete")
     }
 
     /// Directory of a repository's tags.

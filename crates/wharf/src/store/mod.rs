@@ -7,18 +7,20 @@
 pub mod fs;
 pub mod keys;
 pub mod memory;
+pub mod scratch;
 #[cfg(test)]
 pub mod testsuite;
 
-use std::pin::Pin;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures_util::Stream;
-use oci::{Descriptor, Digest, MediaType, RepoName, Tag};
+use oci::{Descriptor, Digest, Manifest, MediaType, RepoName, Tag};
 
-/// A stream of body bytes flowing into or out of the store.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+/// A stream of body bytes flowing into or out of the store (defined once, in [`crate::stream`]).
+pub use crate::stream::ByteStream;
 
 /// What the store knows about a committed blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +69,13 @@ pub struct StoredManifest {
     pub bytes: Bytes,
     /// Media type recorded at push time.
     pub media_type: MediaType,
+}
+
+impl From<&Manifest> for StoredManifest {
+    /// What the store keeps of a parsed manifest: its exact bytes and media type (never a re-serialisation).
+    fn from(m: &Manifest) -> StoredManifest {
+        StoredManifest { bytes: m.bytes.clone(), media_type: m.media_type.clone() }
+    }
 }
 
 /// Identifier of an upload session (opaque to clients).
@@ -157,6 +166,256 @@ pub enum StoreError {
     /// Stored data could not be decoded (a bug or outside tampering).
     #[error("stored object {0} is corrupt: {1}")]
     Corrupt(String, String),
+    /// The cap on open upload sessions is reached; the client should retry after others finish or expire.
+    #[error("{open} upload sessions are open, the limit is {limit}: finish or cancel some, or retry later")]
+    TooManyUploads {
+        /// Sessions open now.
+        open: usize,
+        /// The configured cap (`[storage] max_uploads`).
+        limit: usize,
+    },
+    /// A write on a store opened read-only (`wharf sync status`): a bug in the caller.
+    #[error("the store at {0} is open read-only")]
+    ReadOnly(String),
+}
+
+/// Reads the time; injectable so tests can age upload sessions without sleeping.
+pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+/// Bounds on upload sessions: a client that starts uploads and walks away must not fill the disk or the
+/// session table.
+#[derive(Clone)]
+pub struct UploadLimits {
+    /// A session idle (no bytes received) this long is gone: requests get `BLOB_UPLOAD_UNKNOWN` and the sweeper
+    /// removes its bytes.
+    pub expiry: Duration,
+    /// Most sessions open at once; one more is refused with [`StoreError::TooManyUploads`].
+    pub max_open: usize,
+    /// The time source for expiry.
+    pub clock: Clock,
+}
+
+/// Default idle time after which an upload session expires (by last activity).
+pub const DEFAULT_UPLOAD_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// Default cap on open upload sessions.
+pub const DEFAULT_MAX_UPLOADS: usize = 1000;
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        UploadLimits { expiry: DEFAULT_UPLOAD_EXPIRY, max_open: DEFAULT_MAX_UPLOADS, clock: Arc::new(SystemTime::now) }
+    }
+}
+
+impl std::fmt::Debug for UploadLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadLimits").field("expiry", &self.expiry).field("max_open", &self.max_open).finish()
+    }
+}
+
+impl UploadLimits {
+    /// Whether a session last active at `last` has expired by now.
+    pub fn expired(&self, last: SystemTime) -> bool {
+        (self.clock)().duration_since(last).is_ok_and(|idle| idle > self.expiry)
+    }
+}
+
+/// What a sweep removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Expired upload sessions removed (with their bytes).
+    pub uploads: usize,
+    /// Scratch folders or files of processes that are gone.
+    pub scratch: usize,
+}
+
+/// Per-repository locks that order a manifest push against a blob delete in the same repository (in this
+/// process). Pushes share the lock, so they never wait for each other; a blob delete takes it alone, so it
+/// sees either no manifest or the manifest with its references recorded, never half of a push.
+///
+/// Other processes on the same data directory (`wharf sync`) write only to mirrored namespaces, where blob
+/// deletes are refused, so a process-local lock is enough for deletes. The scheduled garbage collection in
+/// `serve` takes it exclusive per repository too; a `wharf gc` in another process relies on file times and
+/// re-checks instead (docs/ARCHITECTURE.md, "Garbage collection").
+#[derive(Default)]
+pub struct RepoLocks {
+    locks: Mutex<HashMap<String, Weak<tokio::sync::RwLock<()>>>>,
+}
+
+/// Held while a repository write that must not interleave is in progress.
+pub enum RepoGuard {
+    /// A manifest push (many at once).
+    Shared(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>),
+    /// A blob delete (alone).
+    Exclusive(#[allow(dead_code)] tokio::sync::OwnedRwLockWriteGuard<()>),
+}
+
+impl RepoLocks {
+    fn lock_for(&self, repo: &RepoName) -> Arc<tokio::sync::RwLock<()>> {
+        let mut map = self.locks.lock().expect("repo lock table");
+        if let Some(l) = map.get(repo.as_str()).and_then(Weak::upgrade) {
+            return l;
+        }
+        if map.len() >= 1024 {
+            map.retain(|_, w| w.strong_count() > 0);
+        }
+        let l = Arc::new(tokio::sync::RwLock::new(()));
+        map.insert(repo.as_str().to_owned(), Arc::downgrade(&l));
+        l
+    }
+
+    /// Lock for a write that adds references (manifest push); shared with other such writes.
+    pub async fn shared(&self, repo: &RepoName) -> RepoGuard {
+        RepoGuard::Shared(self.lock_for(repo).read_owned().await)
+    }
+
+    /// Lock for a write that must see every reference (blob delete); waits for pushes in flight.
+    pub async fn exclusive(&self, repo: &RepoName) -> RepoGuard {
+        RepoGuard::Exclusive(self.lock_for(repo).write_owned().await)
+    }
+}
+
+/// The most digests [`GcGate`] records during one collection. A collection that sees more links created while
+/// it runs than this (a huge concurrent import) cannot be sure of its pool candidates and skips its pool phase.
+pub const GC_RECORD_LIMIT: usize = 100_000;
+
+/// What the link paths and the garbage collector's pool sweep share, so a link made while a collection runs is
+/// never to a blob the collection then deletes (in this process; other processes are covered by mtimes).
+///
+/// Link paths ([`ContentStore::blob_link`]) hold the gate *shared* around "the pool blob exists → refresh its
+/// mtime → write the link", and record the digest while a collection is active. The pool sweep holds it
+/// *exclusive* while it re-checks a batch of candidates against the recorded digests and deletes them. So a
+/// link either finished before the batch (recorded: the candidate is kept) or starts after it (the blob is
+/// gone: the link fails with `BlobUnknown`, never dangles).
+#[derive(Default)]
+pub struct GcGate {
+    gate: tokio::sync::RwLock<()>,
+    /// `Some` while a collection runs: digests linked since it began; `None` in the set means it overflowed.
+    recorded: Mutex<Option<Recorded>>,
+}
+
+/// Digests linked while a collection runs.
+#[derive(Default)]
+struct Recorded {
+    digests: std::collections::HashSet<Digest>,
+    overflowed: bool,
+    /// Collections running (one per data directory normally; counted so an overlapping one cannot end another's
+    /// recording).
+    collections: usize,
+}
+
+/// Held by a link path while it checks a pool blob and writes a link.
+pub struct LinkGuard<'a> {
+    gate: &'a GcGate,
+    _guard: tokio::sync::RwLockReadGuard<'a, ()>,
+}
+
+impl LinkGuard<'_> {
+    /// Note that `digest` is being linked (kept by an active collection's pool sweep).
+    pub fn record(&self, digest: &Digest) {
+        let mut rec = self.gate.recorded.lock().expect("gc gate lock");
+        if let Some(r) = rec.as_mut() {
+            if r.digests.len() >= GC_RECORD_LIMIT {
+                r.overflowed = true;
+            } else {
+                r.digests.insert(digest.clone());
+            }
+        }
+    }
+}
+
+impl GcGate {
+    /// Taken by every path that links a pool blob into a repository.
+    pub async fn link(&self) -> LinkGuard<'_> {
+        LinkGuard { gate: self, _guard: self.gate.read().await }
+    }
+
+    /// Start recording links. Taken exclusively for a moment, so a link in progress either finished before
+    /// (and its link is on disk for the collection to list) or records its digest.
+    pub async fn begin(&self) {
+        let _g = self.gate.write().await;
+        self.recorded.lock().expect("gc gate lock").get_or_insert_with(Recorded::default).collections += 1;
+    }
+
+    /// Stop recording when the last running collection is over.
+    pub fn end(&self) {
+        let mut rec = self.recorded.lock().expect("gc gate lock");
+        if let Some(r) = rec.as_mut() {
+            r.collections = r.collections.saturating_sub(1);
+            if r.collections == 0 {
+                *rec = None;
+            }
+        }
+    }
+
+    /// Exclusive against every link path, for the pool sweep's re-check and delete of one batch.
+    pub async fn sweep(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.gate.write().await
+    }
+
+    /// Whether `digest` was linked since [`GcGate::begin`]; `None` when too many links were recorded to know.
+    pub fn linked_since_begin(&self, digest: &Digest) -> Option<bool> {
+        let rec = self.recorded.lock().expect("gc gate lock");
+        match rec.as_ref() {
+            Some(r) if r.overflowed => None,
+            Some(r) => Some(r.digests.contains(digest)),
+            None => Some(false),
+        }
+    }
+}
+
+/// A stored manifest's digest and when it was last written (the garbage collector's grace is by this time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ManifestEntry {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// When it was last written (file mtime on disk).
+    pub modified: SystemTime,
+}
+
+/// A blob link of a repository and when it was last made or refreshed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkEntry {
+    /// The linked blob.
+    pub digest: Digest,
+    /// When the link was last written (file mtime on disk).
+    pub modified: SystemTime,
+}
+
+/// A blob of the global pool, as the garbage collector lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolEntry {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// When it was committed or last linked (file mtime on disk).
+    pub modified: SystemTime,
+}
+
+/// A link seen by a pusher is refreshed when older than this (bounds the writes a stream of `HEAD`s causes).
+pub const LINK_REFRESH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Number of pool shards: blobs are listed by the first byte of their hex digest (`blobs/<algo>/<2 hex>/`).
+pub const POOL_SHARDS: u16 = 256;
+
+/// The two-hex-digit name of a pool shard.
+pub fn shard_name(shard: u8) -> String {
+    format!("{shard:02x}")
+}
+
+/// The blobs a manifest references (config and layers; for an index, the entries that are not manifests),
+/// recorded at push so a blob delete can tell whether the repository still needs the blob. Bytes that do not
+/// parse as a manifest reference nothing the store can know of.
+pub fn blob_references(manifest: &StoredManifest, algo: oci::Algorithm) -> Vec<Digest> {
+    let Ok(m) = oci::Manifest::parse(manifest.bytes.clone(), Some(&manifest.media_type), algo) else {
+        return Vec::new();
+    };
+    let is_index = m.media_type.is_index();
+    let mut out: Vec<Digest> =
+        m.references().filter(|d| !(is_index && d.media_type.is_manifest())).map(|d| d.digest.clone()).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// One page of a listing plus whether more follow.
@@ -180,20 +439,78 @@ pub trait ContentStore: Send + Sync + 'static {
             .await
             .map_err(|source| StoreError::Io { path: path.display().to_string(), source })?;
         let body: ByteStream = Box::pin(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
-        let meta = self.blob_put(expected, None, body).await;
-        let _ = tokio::fs::remove_file(path).await;
-        meta
+        let meta = self.blob_put(expected, None, body).await?;
+        match tokio::fs::remove_file(path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(StoreError::Io { path: path.display().to_string(), source: e })
+            }
+            _ => Ok(meta),
+        }
     }
     /// Remove a blob from the global pool.
     async fn blob_delete(&self, digest: &Digest) -> Result<bool, StoreError>;
 
     // --- per-repository blob links (visibility) ---
-    /// Make a committed blob visible in a repository.
+    /// Make a committed blob visible in a repository. Fails with `BlobUnknown` when the pool does not hold the
+    /// blob (a garbage collection removed it), so no link ever names missing bytes. Refreshes the link's and
+    /// the pool blob's modified times (they protect a blob whose manifest is not pushed yet for the garbage
+    /// collector's grace), under the [`GcGate`] and recorded while a collection runs.
     async fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError>;
     /// Whether the blob is visible in the repository.
     async fn blob_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError>;
+    /// Whether the blob is visible in the repository, as a pusher asks before uploading (`HEAD`): an old link
+    /// is refreshed, so a push that skips the upload because the blob is here finds it still linked when its
+    /// manifest arrives (the garbage collector keeps links younger than its grace). A link is refreshed at
+    /// most once a minute; a read-only store only answers.
+    async fn blob_seen(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError>;
     /// Hide a blob from a repository; returns whether it was linked.
     async fn blob_unlink(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError>;
+    /// Hide many blobs from a repository at once (the garbage collector's sweep); returns how many were
+    /// linked. Durable when it returns, like [`ContentStore::blob_unlink`], but a back-end may make the whole
+    /// batch durable together (one directory sync instead of one per link).
+    async fn blob_unlink_many(&self, repo: &RepoName, digests: &[Digest]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for d in digests {
+            n += u64::from(self.blob_unlink(repo, d).await?);
+        }
+        Ok(n)
+    }
+    /// A manifest in the repository that references the blob (config, layer, or non-manifest index entry),
+    /// if any. Recorded at `manifest_put`, so this is a lookup, not a scan of the repository's manifests.
+    async fn blob_referenced_by(&self, repo: &RepoName, digest: &Digest) -> Result<Option<Digest>, StoreError>;
+    /// The per-repository locks that order manifest pushes against blob deletes.
+    fn repo_locks(&self) -> &RepoLocks;
+    /// The gate that orders link paths against the garbage collector's pool sweep.
+    fn gc_gate(&self) -> &GcGate;
+
+    // --- garbage collection listings (bounded: one repository or one pool shard at a time) ---
+    /// Repositories with any content, blob links alone included, in lexical order after `after`, at most
+    /// `limit` (the catalog's [`ContentStore::repo_list`] leaves out names holding only links).
+    async fn repo_list_all(&self, after: Option<&str>, limit: usize) -> Result<Page<RepoName>, StoreError>;
+    /// Every manifest of a repository with its modified time (digests only, never the bytes).
+    async fn manifest_list(&self, repo: &RepoName) -> Result<Vec<ManifestEntry>, StoreError>;
+    /// Every blob link of a repository with its modified time.
+    async fn blob_link_list(&self, repo: &RepoName) -> Result<Vec<LinkEntry>, StoreError>;
+    /// The pool blobs whose hex digest starts with the shard's two hex digits, every algorithm.
+    async fn pool_list(&self, shard: u8) -> Result<Vec<PoolEntry>, StoreError>;
+    /// Delete a pool blob only if it was last modified at or before `cutoff`, checked right before the delete
+    /// (another process may have linked it meanwhile, refreshing its time). Returns the freed size.
+    async fn pool_delete_if_older(&self, digest: &Digest, cutoff: SystemTime) -> Result<Option<u64>, StoreError>;
+
+    // --- scrub: corrupt objects leave the store (kept aside for inspection, never served) ---
+    /// Move a pool blob into the quarantine folder `batch` (e.g. the scrub's start time) so it is no longer
+    /// served or linked; returns where it went (a path under the data directory), `None` when it is not in the
+    /// pool. Links to it stay: the scrub removes them repository by repository.
+    async fn blob_quarantine(&self, digest: &Digest, batch: &str) -> Result<Option<String>, StoreError>;
+    /// Move a repository's manifest into the quarantine folder `batch` (with the repository in its path) and
+    /// remove its referrer entry; tags naming it stay (a mirror fetches the manifest again, a hosted repository
+    /// needs a new push). Returns where it went, `None` when the repository does not hold it.
+    async fn manifest_quarantine(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        batch: &str,
+    ) -> Result<Option<String>, StoreError>;
 
     // --- upload sessions ---
     /// Start a session in a repository.
@@ -206,11 +523,16 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn upload_finish(&self, id: &UploadId, expected: &Digest) -> Result<BlobMeta, StoreError>;
     /// Drop a session and its bytes.
     async fn upload_abort(&self, id: &UploadId) -> Result<(), StoreError>;
+    /// Remove expired upload sessions (idle longer than the configured expiry) and the scratch space of
+    /// processes that are gone. Sessions in the middle of a request are left alone.
+    async fn sweep(&self) -> Result<SweepReport, StoreError>;
 
     // --- manifests, referrers ---
     /// A manifest stored in the repository.
     async fn manifest_get(&self, repo: &RepoName, digest: &Digest) -> Result<Option<StoredManifest>, StoreError>;
-    /// Store exact manifest bytes; records the referrer link when `subject` is given.
+    /// Store exact manifest bytes; records the blobs it references and, when `subject` is given, the referrer
+    /// link. The manifest is durable before the referrer entry appears, so no listing shows a referrer whose
+    /// manifest could be lost.
     async fn manifest_put(
         &self,
         repo: &RepoName,
@@ -220,6 +542,16 @@ pub trait ContentStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
     /// Remove a manifest (and its referrer entry, and the tags pointing at it); returns whether it existed.
     async fn manifest_delete(&self, repo: &RepoName, digest: &Digest) -> Result<bool, StoreError>;
+    /// Remove many manifests of a repository (the garbage collector's sweep); returns how many existed. The
+    /// same guarantees as [`ContentStore::manifest_delete`] (tags go durably before their manifests), but a
+    /// back-end may read the tags once and sync each directory once for the whole batch.
+    async fn manifest_delete_many(&self, repo: &RepoName, digests: &[Digest]) -> Result<u64, StoreError> {
+        let mut n = 0;
+        for d in digests {
+            n += u64::from(self.manifest_delete(repo, d).await?);
+        }
+        Ok(n)
+    }
     /// Descriptors of the manifests whose subject is `subject`.
     async fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>, StoreError>;
 
@@ -237,6 +569,9 @@ pub trait ContentStore: Send + Sync + 'static {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Option<Page<Tag>>, StoreError>;
+    /// Whether the repository holds anything here (a blob link, a manifest or a tag). Routing asks this to
+    /// decide, per repository, whether a name is hosted (and so never consults the default upstream).
+    async fn repo_exists(&self, repo: &RepoName) -> Result<bool, StoreError>;
     /// Repositories in lexical order after `after`, at most `limit`.
     async fn repo_list(&self, after: Option<&str>, limit: usize) -> Result<Page<RepoName>, StoreError>;
 
@@ -247,9 +582,24 @@ pub trait ContentStore: Send + Sync + 'static {
     async fn meta_put(&self, key: &str, value: Bytes) -> Result<(), StoreError>;
     /// Keys directly under `prefix/`, sorted.
     async fn meta_list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    /// Remove a small document; false when there was none (queues drop what they have delivered).
+    async fn meta_delete(&self, key: &str) -> Result<bool, StoreError>;
 }
 
-/// Meta keys: non-empty segments of `[A-Za-z0-9._:@-]`, never `.` or `..`, so they are safe as paths.
+/// A JSON meta document, `None` when there is none; one that does not parse is [`StoreError::Corrupt`] naming
+/// its key (reports, history, pins are all read this way).
+pub async fn meta_json<T: serde::de::DeserializeOwned>(
+    store: &dyn ContentStore,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    match store.meta_get(key).await? {
+        Some(b) => serde_json::from_slice(&b).map(Some).map_err(|e| StoreError::Corrupt(key.to_owned(), e.to_string())),
+        None => Ok(None),
+    }
+}
+
+/// Meta keys: non-empty segments of `[A-Za-z0-9._:@_-]` not starting with `.`, so they are safe as paths
+/// (`_` because repository names use it, also every cache repository of an upstream with a port).
 pub fn valid_meta_key(key: &str) -> bool {
     !key.is_empty()
         && key.split('/').all(|seg| {
@@ -257,7 +607,7 @@ pub fn valid_meta_key(key: &str) -> bool {
                 && seg != "."
                 && seg != ".."
                 && !seg.starts_with('.')
-                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b))
+                && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@_-".contains(&b))
         })
 }
 
@@ -267,5 +617,32 @@ fn check_meta_key(key: &str) -> Result<(), StoreError> {
         Ok(())
     } else {
         Err(StoreError::Corrupt(key.to_owned(), "invalid meta key".into()))
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_record_past_its_bound_says_it_cannot_know() {
+        let gate = GcGate::default();
+        let first = Digest::sha256_of(b"0");
+        // Nothing is recorded while no collection runs.
+        gate.link().await.record(&first);
+        assert_eq!(gate.linked_since_begin(&first), Some(false));
+        gate.begin().await;
+        {
+            let guard = gate.link().await;
+            for i in 0..GC_RECORD_LIMIT {
+                guard.record(&Digest::sha256_of(i.to_string().as_bytes()));
+            }
+        }
+        assert_eq!(gate.linked_since_begin(&first), Some(true));
+        assert_eq!(gate.linked_since_begin(&Digest::sha256_of(b"never")), Some(false));
+        gate.link().await.record(&Digest::sha256_of(b"one too many"));
+        assert_eq!(gate.linked_since_begin(&first), None, "the pool sweep must stop");
+        gate.end();
+        assert_eq!(gate.linked_since_begin(&first), Some(false));
     }
 }

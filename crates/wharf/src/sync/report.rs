@@ -52,6 +52,9 @@ pub struct TagReport {
     pub previous: Option<String>,
     /// Index entries: platform, digest and whether it is present.
     pub platforms: Vec<PlatformReport>,
+    /// Platforms `[[tags]] required_platforms` asks for that the upstream image lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing_platforms: Vec<String>,
 }
 
 /// One platform of an index.

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::lock;
+
 /// A parsed `WWW-Authenticate` challenge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
@@ -72,6 +74,13 @@ fn parse_params(s: &str) -> Vec<(String, String)> {
 /// Most scopes remembered at once (one per repository pulled); beyond it expired tokens go, then all.
 const MAX_TOKENS: usize = 4096;
 
+/// Longest a token is kept, whatever the endpoint says: absurd `expires_in` values (`u64::MAX`, `1e300`)
+/// must not overflow the expiry arithmetic, and a revoked token should not be used for days.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// Lifetime assumed when `expires_in` is absent, zero, negative or not a number (the token spec's default).
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
+
 /// Tokens by scope, with their expiry.
 #[derive(Default)]
 pub struct TokenCache {
@@ -81,14 +90,16 @@ pub struct TokenCache {
 impl TokenCache {
     /// A still-valid token for `scope`.
     pub fn get(&self, scope: &str) -> Option<String> {
-        let map = self.tokens.lock().expect("token cache lock");
+        let map = lock(&self.tokens);
         map.get(scope).filter(|(_, exp)| *exp > Instant::now()).map(|(t, _)| t.clone())
     }
 
-    /// Remember a token; it is dropped a little before the registry would expire it.
+    /// Remember a token; it is dropped a little before the registry would expire it (and after at most
+    /// [`MAX_TOKEN_TTL`]).
     pub fn put(&self, scope: &str, token: String, expires_in: Duration) {
+        let expires_in = expires_in.min(MAX_TOKEN_TTL);
         let margin = Duration::from_secs(10).min(expires_in / 2);
-        let mut map = self.tokens.lock().expect("token cache lock");
+        let mut map = lock(&self.tokens);
         if map.len() >= MAX_TOKENS {
             let now = Instant::now();
             map.retain(|_, (_, exp)| *exp > now);
@@ -101,7 +112,7 @@ impl TokenCache {
 
     /// Forget a token the registry rejected.
     pub fn forget(&self, scope: &str) {
-        self.tokens.lock().expect("token cache lock").remove(scope);
+        lock(&self.tokens).remove(scope);
     }
 }
 
@@ -114,16 +125,24 @@ pub struct TokenResponse {
     /// OAuth2-style token.
     #[serde(default)]
     pub access_token: Option<String>,
-    /// Lifetime in seconds (60 when absent, as the Docker token spec says).
+    /// Lifetime in seconds, as the endpoint wrote it: any JSON value, so a float, a negative or a huge number
+    /// never makes the whole answer unreadable ([`TokenResponse::into_token`] clamps it).
     #[serde(default)]
-    pub expires_in: Option<u64>,
+    pub expires_in: Option<serde_json::Value>,
 }
 
 impl TokenResponse {
-    /// The token and its lifetime.
+    /// The token and its lifetime: `expires_in` clamped to at most [`MAX_TOKEN_TTL`]; absent, zero, negative
+    /// or non-numeric values mean [`DEFAULT_TOKEN_TTL`].
     pub fn into_token(self) -> Option<(String, Duration)> {
         let t = self.token.or(self.access_token).filter(|t| !t.is_empty())?;
-        Some((t, Duration::from_secs(self.expires_in.unwrap_or(60).max(1))))
+        let ttl = match self.expires_in.as_ref().and_then(serde_json::Value::as_f64) {
+            Some(secs) if secs > 0.0 && secs.is_finite() => {
+                Duration::try_from_secs_f64(secs.min(MAX_TOKEN_TTL.as_secs_f64())).unwrap_or(MAX_TOKEN_TTL)
+            }
+            _ => DEFAULT_TOKEN_TTL,
+        };
+        Some((t, ttl))
     }
 }
 
@@ -163,5 +182,41 @@ mod tests {
         assert_eq!(c.get("a"), None);
         let r: TokenResponse = serde_json::from_str(r#"{"access_token":"x","expires_in":30}"#).unwrap();
         assert_eq!(r.into_token(), Some(("x".into(), Duration::from_secs(30))));
+    }
+
+    #[test]
+    fn absurd_lifetimes_are_clamped_without_panicking() {
+        let ttl = |json: &str| {
+            let r: TokenResponse = serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            r.into_token().unwrap().1
+        };
+        assert_eq!(ttl(r#"{"token":"t","expires_in":18446744073709551615}"#), MAX_TOKEN_TTL);
+        assert_eq!(ttl(r#"{"token":"t","expires_in":1e300}"#), MAX_TOKEN_TTL);
+        assert_eq!(ttl(r#"{"token":"t","expires_in":-5}"#), DEFAULT_TOKEN_TTL);
+        assert_eq!(ttl(r#"{"token":"t","expires_in":0}"#), DEFAULT_TOKEN_TTL);
+        assert_eq!(ttl(r#"{"token":"t","expires_in":"soon"}"#), DEFAULT_TOKEN_TTL);
+        assert_eq!(ttl(r#"{"token":"t"}"#), DEFAULT_TOKEN_TTL);
+        assert_eq!(ttl(r#"{"token":"t","expires_in":2.5}"#), Duration::from_millis(2500));
+        // The cache itself takes any Duration: Instant + Duration::MAX would panic without the clamp.
+        let c = TokenCache::default();
+        c.put("s", "t".into(), Duration::MAX);
+        assert_eq!(c.get("s").as_deref(), Some("t"));
+    }
+
+    #[test]
+    fn a_poisoned_token_cache_still_works() {
+        let c = std::sync::Arc::new(TokenCache::default());
+        c.put("a", "t".into(), Duration::from_secs(300));
+        let c2 = c.clone();
+        let r = std::thread::spawn(move || {
+            let _held = c2.tokens.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(r.is_err() && c.tokens.is_poisoned());
+        assert_eq!(c.get("a").as_deref(), Some("t"));
+        c.put("b", "u".into(), Duration::from_secs(300));
+        c.forget("a");
+        assert_eq!((c.get("a"), c.get("b").as_deref()), (None, Some("u")));
     }
 }

@@ -5,6 +5,8 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::lock;
+
 /// Health snapshot for status views.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Health {
@@ -55,7 +57,7 @@ impl Breaker {
 
     /// May a request go out now? `Err` carries the time left while the circuit is open.
     pub fn allow(&self) -> Result<(), Duration> {
-        let mut s = self.state.lock().expect("breaker lock");
+        let mut s = lock(&self.state);
         match s.open_until {
             Some(until) if until > Instant::now() => Err(until - Instant::now()),
             Some(_) if s.probing.is_some_and(|t| t.elapsed() < self.open_for) => Err(Duration::ZERO),
@@ -69,7 +71,7 @@ impl Breaker {
 
     /// The upstream answered (any HTTP status that is not a server failure).
     pub fn success(&self) {
-        let mut s = self.state.lock().expect("breaker lock");
+        let mut s = lock(&self.state);
         s.failures = 0;
         s.open_until = None;
         s.probing = None;
@@ -78,18 +80,20 @@ impl Breaker {
 
     /// The upstream failed (transport error, timeout, 5xx after retries).
     pub fn failure(&self, why: &str) {
-        let mut s = self.state.lock().expect("breaker lock");
+        let mut s = lock(&self.state);
         s.failures = s.failures.saturating_add(1);
         s.last_error = Some(why.to_owned());
         s.probing = None;
         if s.failures >= self.threshold {
-            s.open_until = Some(Instant::now() + self.open_for);
+            // An absurd `breaker_open_secs` must not overflow the clock: such a circuit opens for a day.
+            let now = Instant::now();
+            s.open_until = Some(now.checked_add(self.open_for).unwrap_or(now + Duration::from_secs(86_400)));
         }
     }
 
     /// Current health.
     pub fn health(&self) -> Health {
-        let s = self.state.lock().expect("breaker lock");
+        let s = lock(&self.state);
         let now = Instant::now();
         let open = s.open_until.filter(|u| *u > now);
         Health {
@@ -131,6 +135,31 @@ mod tests {
         b.success();
         assert!(b.allow().is_ok() && b.allow().is_ok());
         assert_eq!(b.health().state, "closed");
+    }
+
+    #[test]
+    fn a_poisoned_breaker_keeps_working() {
+        let b = std::sync::Arc::new(Breaker::new(1, Duration::from_secs(60)));
+        let b2 = b.clone();
+        let r = std::thread::spawn(move || {
+            let _held = b2.state.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(r.is_err() && b.state.is_poisoned());
+        assert!(b.allow().is_ok());
+        b.failure("down");
+        assert!(b.allow().is_err());
+        assert_eq!(b.health().state, "open");
+        b.success();
+        assert!(b.allow().is_ok());
+    }
+
+    #[test]
+    fn a_huge_open_interval_does_not_overflow() {
+        let b = Breaker::new(1, Duration::MAX);
+        b.failure("down");
+        assert!(b.allow().is_err());
     }
 
     #[test]

@@ -2,24 +2,29 @@
 //!
 //! It speaks to one configured registry: Bearer-token and Basic auth from `WWW-Authenticate` challenges
 //! (tokens cached per scope), rustls with the system roots plus configured CAs, `HTTPS_PROXY`/`NO_PROXY`,
-//! redirects to blob CDNs (reqwest drops `Authorization` when the host changes), retries with backoff on
-//! 429/5xx honouring `Retry-After`, a concurrency limit and a circuit breaker. Every manifest it returns is
-//! checked against its digest here; blob streams are checked by whoever stores them (hashing while writing).
+//! redirects to blob CDNs (reqwest drops `Authorization` when the host changes; a redirect target's own auth
+//! challenge is never answered, so credentials and tokens stay with the configured origin), retries with
+//! backoff on 429/5xx honouring `Retry-After`, a concurrency limit and a circuit breaker. Every manifest it
+//! returns is checked against its digest here; blob streams are checked by whoever stores them (hashing while
+//! writing). Every other body it reads has a size cap, and tag-list pagination a page limit, so a broken or
+//! hostile upstream costs bounded memory and time.
 //!
 //! May import: `oci`, `config` (its own table), reqwest. Must not import `store`, `service` or `api`.
 
 pub mod auth;
 pub mod breaker;
 #[cfg(test)]
+pub(crate) mod fake;
+#[cfg(test)]
 mod tests;
 
-use std::pin::Pin;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::{Stream, StreamExt, TryStreamExt};
+use bytes::{Bytes, BytesMut};
+use futures_util::{StreamExt, TryStreamExt};
 use oci::{Descriptor, Digest, Manifest, MediaType, RefSpec, RepoName};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
@@ -28,12 +33,81 @@ use tokio::sync::Semaphore;
 use self::auth::{parse_challenge, Challenge, TokenCache, TokenResponse};
 use self::breaker::{Breaker, Health};
 use crate::config::upstream::UpstreamConfig;
+/// Bytes of a blob as they arrive from the upstream (the crate's one byte-stream type).
+pub use crate::stream::ByteStream;
 
-/// Bytes of a blob as they arrive from the upstream.
-pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+/// Largest manifest accepted from an upstream: the same limit as for pushes, defined once in `oci`.
+const MAX_MANIFEST: usize = oci::MAX_MANIFEST_BYTES;
 
-/// Largest manifest accepted from an upstream (same limit as for pushes).
-const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+/// Largest token-endpoint answer read: a JSON document holding one token (real ones are a few KiB, even
+/// with large JWTs), so anything bigger is a broken or hostile endpoint.
+pub const MAX_TOKEN_BODY: usize = 64 * 1024;
+
+/// Largest page of a tag list read: 4 MiB holds over 30,000 tags of the longest legal length, far more than
+/// registries put on one page.
+pub const MAX_TAG_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Most bytes of tag-list pages read for one listing, across pages: bounds the memory of one listing.
+pub const MAX_TAG_LIST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Most tag-list pages followed through `Link` headers: an upstream whose chain never ends (or loops through
+/// ever-new URLs) stops with an error instead of being followed forever. At the usual 100 tags per page this
+/// is 100,000 tags.
+pub const MAX_TAG_PAGES: usize = 1000;
+
+/// Largest referrers-API answer read: it is an image index, so it gets the manifest limit.
+pub const MAX_REFERRERS_BYTES: usize = oci::MAX_MANIFEST_BYTES;
+
+/// Most bytes of an upstream's error body quoted in an error message (the rest is dropped, not read).
+pub const MAX_ERROR_BODY: usize = 4 * 1024;
+
+/// Longest gap between two requests that `requests_per_second` can ask for; keeps the pacing arithmetic in
+/// range for absurdly small rates.
+const MAX_PACE_GAP: Duration = Duration::from_secs(3600);
+
+/// Redirects followed for one request (CDN hops); more means a loop.
+const MAX_REDIRECTS: usize = 10;
+
+/// Lock a mutex of this module's caches and counters, recovering from poison: the data they guard (tokens,
+/// breaker counts, the pacing slot) is valid after any partial update, and a panic elsewhere must never take
+/// an upstream down until restart.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Read a whole response body, refusing more than `limit` bytes (from `Content-Length` up front, or while
+/// reading when the upstream sends none or lies). `what` names the body in the error.
+async fn read_capped(resp: Response, limit: usize, what: &str) -> Result<Bytes, UpstreamError> {
+    let too_large = || UpstreamError::TooLarge { what: what.to_owned(), limit };
+    if resp.content_length().is_some_and(|l| l > limit as u64) {
+        return Err(too_large());
+    }
+    let mut buf = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError::Unavailable(format!("reading {what}: {e}")))?;
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The start of an error body, for messages: at most [`MAX_ERROR_BODY`] bytes are read.
+async fn error_text(resp: Response) -> String {
+    let mut buf = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = MAX_ERROR_BODY - buf.len();
+        if chunk.len() >= room {
+            buf.extend_from_slice(&chunk[..room]);
+            return format!("{} (truncated)", String::from_utf8_lossy(&buf));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
 
 /// Every manifest media type, so upstreams never convert what they serve.
 pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
@@ -54,6 +128,11 @@ pub enum UpstreamError {
         status: u16,
         /// Detail.
         message: String,
+        /// The request carried a token the registry issued (our credentials, or anonymous access, were
+        /// accepted) and the registry still refused this repository: how registries such as Docker Hub say
+        /// "no such repository" to a client that may not know. False when credentials themselves were
+        /// refused (token endpoint, Basic auth), which is an outage the operator must see.
+        name_refused: bool,
     },
     /// Network failure, timeout, 5xx or 429 after retries.
     #[error("upstream unavailable: {0}")]
@@ -75,6 +154,14 @@ pub enum UpstreamError {
     /// The upstream answered something that is not a valid registry response.
     #[error("invalid upstream response: {0}")]
     Invalid(String),
+    /// A response body was larger than Wharf reads for its kind (a broken or hostile upstream).
+    #[error("upstream {what} is larger than the {limit}-byte limit")]
+    TooLarge {
+        /// Which body (`token response from <realm>`, `tag list of <repo>`, ...).
+        what: String,
+        /// The cap, in bytes.
+        limit: usize,
+    },
 }
 
 impl UpstreamError {
@@ -151,12 +238,34 @@ fn retry_after(h: &HeaderMap) -> Option<Duration> {
 impl Upstream {
     /// Build the client for one `[[upstream]]` table (reads the CA file and the password source).
     pub fn from_config(cfg: &UpstreamConfig) -> Result<Upstream, String> {
+        // Validation refuses this too; checked again here because credentials in the URL would be sent
+        // with every request and shown wherever the URL is (logs, status pages).
+        if reqwest::Url::parse(&cfg.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+            return Err(
+                "the url must not contain credentials (user:password@); use username and password, password_env \
+                 or password_file"
+                    .into(),
+            );
+        }
+        // Follow CDN redirects, but never from https to http: reqwest keeps `Authorization` when only the
+        // scheme changes on a non-default port, and a downgrade would expose it anyway.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            let downgrade =
+                attempt.previous().last().is_some_and(|p| p.scheme() == "https") && attempt.url().scheme() != "https";
+            if downgrade {
+                attempt.error("refusing to follow a redirect from https to plain http")
+            } else if attempt.previous().len() > MAX_REDIRECTS {
+                attempt.error("too many redirects")
+            } else {
+                attempt.follow()
+            }
+        });
         let mut b = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(cfg.connect_timeout_secs))
             .read_timeout(Duration::from_secs(cfg.timeout_secs))
-            .redirect(reqwest::redirect::Policy::limited(10))
+            .redirect(redirects)
             .danger_accept_invalid_certs(cfg.insecure_skip_verify);
         if let Some(f) = &cfg.ca_file {
             let pem = std::fs::read(f).map_err(|e| format!("{}: {e}", f.display()))?;
@@ -178,8 +287,10 @@ impl Upstream {
             breaker: Breaker::new(cfg.breaker_threshold, Duration::from_secs(cfg.breaker_open_secs)),
             timeout: Duration::from_secs(cfg.timeout_secs),
             max_attempts: cfg.max_attempts.max(1),
-            pace: (cfg.requests_per_second > 0.0)
-                .then(|| (Duration::from_secs_f64(1.0 / cfg.requests_per_second), Mutex::new(Instant::now()))),
+            pace: (cfg.requests_per_second > 0.0).then(|| {
+                let gap = Duration::try_from_secs_f64(1.0 / cfg.requests_per_second).unwrap_or(MAX_PACE_GAP);
+                (gap.min(MAX_PACE_GAP), Mutex::new(Instant::now()))
+            }),
             ratelimit_remaining: AtomicI64::new(-1),
         })
     }
@@ -193,7 +304,7 @@ impl Upstream {
     async fn pace(&self) {
         let Some((gap, next)) = &self.pace else { return };
         let wait = {
-            let mut next = next.lock().expect("pace lock");
+            let mut next = lock(next);
             let now = Instant::now();
             let slot = (*next).max(now);
             *next = slot + *gap;
@@ -219,6 +330,7 @@ impl Upstream {
             return Err(UpstreamError::Denied {
                 status: 401,
                 message: format!("refusing to send credentials to the non-TLS token realm {realm}"),
+                name_refused: false,
             });
         }
         let mut q: Vec<(&str, &str)> = vec![("scope", scope)];
@@ -235,10 +347,12 @@ impl Upstream {
             return Err(UpstreamError::Denied {
                 status: status.as_u16(),
                 message: format!("token endpoint {realm} refused"),
+                name_refused: false,
             });
         }
-        let body: TokenResponse =
-            resp.json().await.map_err(|e| UpstreamError::Invalid(format!("token endpoint {realm}: {e}")))?;
+        let bytes = read_capped(resp, MAX_TOKEN_BODY, &format!("token response from {realm}")).await?;
+        let body: TokenResponse = serde_json::from_slice(&bytes)
+            .map_err(|e| UpstreamError::Invalid(format!("token endpoint {realm}: {e}")))?;
         let (token, ttl) =
             body.into_token().ok_or_else(|| UpstreamError::Invalid(format!("token endpoint {realm} sent no token")))?;
         self.tokens.put(scope, token, ttl);
@@ -292,9 +406,15 @@ impl Upstream {
             if whole {
                 req = req.timeout(self.timeout);
             }
-            if let Some(t) = self.tokens.get(&scope) {
+            // Credentials and tokens stay with the registry they were configured for.
+            let own_origin = same_origin(&self.base, &url);
+            let token = if own_origin { self.tokens.get(&scope) } else { None };
+            let sent_token = token.is_some();
+            if let Some(t) = token {
                 req = req.bearer_auth(t);
-            } else if let (true, Some((u, p))) = (self.wants_basic.load(Ordering::Relaxed), &self.creds) {
+            } else if let (true, true, Some((u, p))) =
+                (own_origin, self.wants_basic.load(Ordering::Relaxed), &self.creds)
+            {
                 req = req.basic_auth(u, Some(p));
             }
             let resp = match req.send().await {
@@ -310,6 +430,23 @@ impl Upstream {
                 .and_then(|v| v.split(';').next()?.trim().parse::<i64>().ok())
             {
                 self.ratelimit_remaining.store(rem, Ordering::Relaxed);
+            }
+            if status == StatusCode::UNAUTHORIZED && !same_origin(&self.base, resp.url().as_str()) {
+                // A redirect target (a blob CDN, or any host the upstream sent us to) asks for credentials.
+                // Answering would fetch a token with the upstream's credentials from a realm that host
+                // chose, for that host: only the configured origin's challenges are honoured.
+                self.breaker.success();
+                let target = resp.url();
+                return Err(UpstreamError::Denied {
+                    status: status.as_u16(),
+                    message: format!(
+                        "{method} {path} was redirected to {}://{}, which asks for credentials; Wharf sends credentials only to {}",
+                        target.scheme(),
+                        target.host_str().unwrap_or("?"),
+                        self.base
+                    ),
+                    name_refused: false,
+                });
             }
             if status == StatusCode::UNAUTHORIZED && !auth_answered {
                 auth_answered = true;
@@ -342,13 +479,17 @@ impl Upstream {
             }
             if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
                 self.breaker.success();
-                return Err(UpstreamError::Denied { status: status.as_u16(), message: format!("{method} {path}") });
+                return Err(UpstreamError::Denied {
+                    status: status.as_u16(),
+                    message: format!("{method} {path}"),
+                    name_refused: sent_token,
+                });
             }
             if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
                 attempt += 1;
                 if attempt < self.max_attempts {
                     let wait = retry_after(resp.headers())
-                        .unwrap_or(Duration::from_millis(200) * 2u32.pow(attempt))
+                        .unwrap_or(Duration::from_millis(200).saturating_mul(2u32.saturating_pow(attempt)))
                         .min(Duration::from_secs(10));
                     tokio::time::sleep(wait).await;
                     continue;
@@ -400,29 +541,15 @@ impl Upstream {
             s if !s.is_success() => return Err(UpstreamError::Invalid(format!("HTTP {s} for GET {path}"))),
             _ => {}
         }
-        if header_str(resp.headers(), CONTENT_LENGTH)
-            .and_then(|l| l.parse::<usize>().ok())
-            .is_some_and(|l| l > MAX_MANIFEST)
-        {
-            return Err(UpstreamError::Invalid(format!("manifest {path} is larger than {MAX_MANIFEST} bytes")));
-        }
         let announced = header_str(resp.headers(), "docker-content-digest").and_then(|d| d.parse::<Digest>().ok());
         let content_type = header_str(resp.headers(), CONTENT_TYPE).map(MediaType::parse);
-        let mut bytes = Vec::new();
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| UpstreamError::Unavailable(format!("reading {path}: {e}")))?;
-            if bytes.len() + chunk.len() > MAX_MANIFEST {
-                return Err(UpstreamError::Invalid(format!("manifest {path} is larger than {MAX_MANIFEST} bytes")));
-            }
-            bytes.extend_from_slice(&chunk);
-        }
+        let bytes = read_capped(resp, MAX_MANIFEST, &format!("manifest {path}")).await?;
         let expected = match reference {
             RefSpec::Digest(d) => Some(d.clone()),
             RefSpec::Tag(_) => announced.clone(),
         };
         let algo = expected.as_ref().map_or(oci::Algorithm::Sha256, Digest::algorithm);
-        let manifest = Manifest::parse(Bytes::from(bytes), content_type.as_ref(), algo)
+        let manifest = Manifest::parse(bytes, content_type.as_ref(), algo)
             .map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
         for want in [expected, announced].into_iter().flatten() {
             if want.algorithm() == manifest.digest.algorithm() && want != manifest.digest {
@@ -473,8 +600,9 @@ impl Upstream {
             self.send(Method::GET, &path, repo, Some("application/vnd.oci.image.index.v1+json"), true).await?
         };
         if resp.status().is_success() {
+            let bytes = read_capped(resp, MAX_REFERRERS_BYTES, &format!("referrers list {path}")).await?;
             let index: oci::ImageIndex =
-                resp.json().await.map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
+                serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
             return Ok(index.manifests);
         }
         // 404 (no such API), and the 400/405/501 some registries answer for unknown routes: use the tag schema.
@@ -532,10 +660,7 @@ impl Upstream {
         let resp = req.send().await.map_err(|e| UpstreamError::Unavailable(format!("PUT blob {digest}: {e}")))?;
         match resp.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::ACCEPTED => Ok(()),
-            s => Err(UpstreamError::Invalid(format!(
-                "HTTP {s} for PUT blob {digest}: {}",
-                resp.text().await.unwrap_or_default()
-            ))),
+            s => Err(UpstreamError::Invalid(format!("HTTP {s} for PUT blob {digest}: {}", error_text(resp).await))),
         }
     }
 
@@ -553,18 +678,25 @@ impl Upstream {
             self.send_as(Method::PUT, &path, repo, "pull,push", None, true, Some((media_type.as_str(), bytes))).await?;
         match resp.status() {
             StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED => Ok(()),
-            s => Err(UpstreamError::Invalid(format!(
-                "HTTP {s} for PUT {path}: {}",
-                resp.text().await.unwrap_or_default()
-            ))),
+            s => Err(UpstreamError::Invalid(format!("HTTP {s} for PUT {path}: {}", error_text(resp).await))),
         }
     }
 
-    /// All tags of a repository, following `Link` pagination.
+    /// All tags of a repository, following `Link` pagination: at most [`MAX_TAG_PAGES`] pages of at most
+    /// [`MAX_TAG_PAGE_BYTES`] each (and [`MAX_TAG_LIST_BYTES`] in all); a `Link` back to a page already read
+    /// is an error too. Only same-origin `Link`s are followed.
     pub async fn list_tags(&self, repo: &RepoName) -> Result<Vec<String>, UpstreamError> {
+        #[derive(serde::Deserialize)]
+        struct TagList {
+            #[serde(default)]
+            tags: Option<Vec<String>>,
+        }
         let mut out = Vec::new();
         let mut path = format!("/v2/{repo}/tags/list");
-        loop {
+        let mut seen = HashSet::new();
+        let mut total = 0usize;
+        for _ in 0..MAX_TAG_PAGES {
+            seen.insert(path.clone());
             let resp = {
                 let _permit = self.limit.acquire().await.expect("semaphore never closed");
                 self.send(Method::GET, &path, repo, None, true).await?
@@ -577,23 +709,35 @@ impl Upstream {
             let next = header_str(resp.headers(), "link")
                 .and_then(|l| l.split(';').next())
                 .map(|u| u.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
-            #[derive(serde::Deserialize)]
-            struct TagList {
-                #[serde(default)]
-                tags: Option<Vec<String>>,
-            }
-            let page: TagList = resp.json().await.map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
+            let limit = MAX_TAG_PAGE_BYTES.min(MAX_TAG_LIST_BYTES - total);
+            let bytes = read_capped(resp, limit, &format!("tag list page {path}")).await.map_err(|e| match e {
+                UpstreamError::TooLarge { .. } if limit < MAX_TAG_PAGE_BYTES => UpstreamError::TooLarge {
+                    what: format!("tag list of {repo} (all pages together)"),
+                    limit: MAX_TAG_LIST_BYTES,
+                },
+                e => e,
+            })?;
+            total += bytes.len();
+            let page: TagList =
+                serde_json::from_slice(&bytes).map_err(|e| UpstreamError::Invalid(format!("{path}: {e}")))?;
             out.extend(page.tags.unwrap_or_default());
-            match next {
-                Some(n) if n.starts_with("/v2/") => path = n,
-                Some(n) if same_origin(&self.base, &n) => {
-                    path = reqwest::Url::parse(&n)
-                        .map(|u| format!("{}?{}", u.path(), u.query().unwrap_or("")))
-                        .unwrap_or_default()
-                }
+            path = match next {
+                Some(n) if n.starts_with("/v2/") => n,
+                Some(n) if same_origin(&self.base, &n) => match reqwest::Url::parse(&n) {
+                    Ok(u) => format!("{}?{}", u.path(), u.query().unwrap_or("")),
+                    Err(_) => return Ok(out),
+                },
                 _ => return Ok(out),
+            };
+            if seen.contains(&path) {
+                return Err(UpstreamError::Invalid(format!(
+                    "tag list of {repo}: the Link header leads back to {path}, a page already read"
+                )));
             }
         }
+        Err(UpstreamError::Invalid(format!(
+            "tag list of {repo} has more than {MAX_TAG_PAGES} pages (the Link chain does not end); stopped"
+        )))
     }
 }
 

@@ -23,6 +23,23 @@ fn help_names_the_contract() {
 }
 
 #[test]
+fn gc_help_names_the_contract() {
+    let out = wharf(&["gc", "--help"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in ["--grace", "--dry-run", "--data-dir", "--config", "status"] {
+        assert!(text.contains(word), "gc --help lacks {word}:\n{text}");
+    }
+    let out = wharf(&["gc", "--grace", "soon", "--data-dir", "/nonexistent/wharf"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--grace"), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = tempfile::tempdir().unwrap();
+    let out = wharf(&["gc", "status", "--data-dir", dir.path().join("none").to_str().unwrap()], &[]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no garbage collection has run yet"));
+    assert!(!dir.path().join("none").exists(), "status creates nothing");
+}
+
+#[test]
 fn config_errors_name_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("wharf.toml");
@@ -40,6 +57,30 @@ fn config_errors_name_file_key_and_reason() {
     let out = wharf(&["serve", "--listen", "not-an-address"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--listen"));
+}
+
+#[test]
+fn config_check_refuses_credentials_in_an_upstream_url_without_showing_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("creds.toml");
+    std::fs::write(
+        &f,
+        "[[upstream]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\n\n\
+         [[upstream]]\nname = \"quay.io\"\nurl = \"https://robot:hunter2@quay.io\"\n",
+    )
+    .unwrap();
+    for args in [
+        &["config", "check", f.to_str().unwrap()][..],
+        &["serve", "--listen", "127.0.0.1:0", "--config", f.to_str().unwrap()],
+    ] {
+        let out = wharf(args, &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?} must refuse the file");
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        for want in ["creds.toml", "upstream[1].url", "must not contain credentials", "username"] {
+            assert!(stderr.contains(want), "{args:?}: stderr lacks {want:?}: {stderr}");
+        }
+        assert!(!stderr.contains("hunter2") && !stdout.contains("hunter2"), "{args:?} showed the password: {stderr}");
+    }
 }
 
 #[tokio::test]

@@ -20,6 +20,30 @@ pub fn wharf_bin() -> &'static str {
     env!("CARGO_BIN_EXE_wharf")
 }
 
+/// Bytes of every file under `dir` (0 when it does not exist).
+pub fn bytes_under(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .map(|e| {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                bytes_under(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+/// Run `wharf ARGS` to completion with no `WHARF_*` settings from the environment and quiet logs.
+pub fn wharf_cli(args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(wharf_bin());
+    c.args(args).env_remove("WHARF_CONFIG").env_remove("WHARF_LISTEN").env_remove("WHARF_DATA_DIR");
+    c.env("RUST_LOG", "warn");
+    c.output().unwrap()
+}
+
 /// Make the child die with the test thread that started it, so no server outlives its test.
 #[allow(unsafe_code)]
 pub fn die_with_parent(cmd: &mut Command) {
@@ -214,5 +238,26 @@ impl Client {
             Some(bytes.to_vec()),
         )
         .await
+    }
+}
+
+/// `<shared>/<sub>` when it exists, where `<shared>` is the `shared/` folder next to the project root (three
+/// levels above this crate), else `$WHARF_SHARED_DIR`. Tiers that need it (conformance suites, third-party
+/// client binaries) call this and skip with a message on `None`, so a user's machine still runs everything
+/// else.
+pub fn shared_path(sub: &str) -> Option<PathBuf> {
+    let near = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
+    let root = if near.is_dir() { near } else { PathBuf::from(std::env::var_os("WHARF_SHARED_DIR")?) };
+    let p = root.join(sub);
+    p.exists().then_some(p)
+}
+
+impl Server {
+    /// `kill -9` and reap: no shutdown code runs; the data directory stays for a restart.
+    pub fn kill_hard(mut self) -> std::process::ExitStatus {
+        self.child.kill().unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
     }
 }

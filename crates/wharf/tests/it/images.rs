@@ -104,6 +104,30 @@ pub fn multi_arch(seed: u64, platforms: &[(&str, &str, Option<&str>)], docker: b
 
 impl Image {
     /// Push children first, then the index under `tag`.
+    /// Pull `repo:reference` and everything below it (index, platform manifests, blobs), checking every
+    /// digest; the error names the first thing missing or wrong.
+    pub async fn pull_whole(&self, c: &Client, repo: &str, reference: &str) -> Result<(), String> {
+        let accept = [("accept", [OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST].join(", "))];
+        let accept: Vec<(&str, &str)> = accept.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = c.req(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{reference}"), &accept, None).await;
+        if r.status != 200 || Digest::sha256_of(&r.body) != self.index.digest {
+            return Err(format!("{repo}:{reference}: {}", r.status));
+        }
+        for m in &self.manifests {
+            let r = c.req(reqwest::Method::GET, &format!("/v2/{repo}/manifests/{}", m.digest), &accept, None).await;
+            if r.status != 200 || Digest::sha256_of(&r.body) != m.digest {
+                return Err(format!("{repo}@{}: {}", m.digest, r.status));
+            }
+        }
+        for b in &self.blobs {
+            let r = c.get(&format!("/v2/{repo}/blobs/{}", b.digest)).await;
+            if r.status != 200 || Digest::sha256_of(&r.body) != b.digest {
+                return Err(format!("{repo} blob {}: {}", b.digest, r.status));
+            }
+        }
+        Ok(())
+    }
+
     pub async fn push(&self, c: &Client, repo: &str, tag: &str) {
         for b in &self.blobs {
             c.push_blob(repo, &b.bytes).await;

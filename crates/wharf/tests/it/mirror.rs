@@ -151,7 +151,10 @@ async fn mutable_tags_follow_upstream_and_immutable_ones_do_not() {
     let h = hub.client();
     v1.push(&h, "library/t", "latest").await;
     v1.push(&h, "library/t", "1.2.3").await;
-    let mirror = Server::start_config(&mirror_config(&[("docker.io", &hub.url, false)], "tag_ttl_secs = 3\n"));
+    let mirror = Server::start_config(&mirror_config(
+        &[("docker.io", &hub.url, false)],
+        "tag_ttl_secs = 3\nimmutable_tags = ['re:^v?[0-9]+\\.[0-9]+\\.[0-9]+$']\n",
+    ));
     let c = mirror.client();
     let get = |tag: &'static str| {
         let c = c.clone();

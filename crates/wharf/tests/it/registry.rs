@@ -259,3 +259,50 @@ async fn content_survives_restart() {
     assert_eq!(&r.body[..], &img.index.bytes[..]);
     assert_eq!(r.header("content-type").as_deref(), Some(images::DOCKER_LIST));
 }
+
+#[tokio::test]
+async fn only_non_distributable_layers_may_be_absent() {
+    let s = Server::start();
+    let c = s.client();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let present = c.push_blob("team/foreign", b"a layer that is here").await;
+    let absent = Digest::sha256_of(b"a layer that lives elsewhere");
+    let elsewhere = json!(["https://example.invalid/layer"]);
+    let manifest = |config_desc: serde_json::Value, extra: serde_json::Value| {
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config_desc,
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": present.to_string(), "size": 20},
+                extra,
+            ],
+        }))
+        .unwrap()
+    };
+    let config_desc = |urls: bool| {
+        let mut d = json!({"mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": Digest::sha256_of(config).to_string(), "size": config.len()});
+        if urls {
+            d["urls"] = elsewhere.clone();
+        }
+        d
+    };
+    let layer = |media_type: &str| json!({"mediaType": media_type, "digest": absent.to_string(), "size": 28, "urls": elsewhere});
+    let nondist = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+
+    // A config is never skipped, even with urls.
+    let r = c.push_manifest("team/foreign", "a", OCI_MANIFEST, &manifest(config_desc(true), layer(nondist))).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{:?}", r.body);
+    c.push_blob("team/foreign", config).await;
+    // An ordinary layer that merely carries urls must be here.
+    let gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let r = c.push_manifest("team/foreign", "b", OCI_MANIFEST, &manifest(config_desc(true), layer(gz))).await;
+    assert_eq!((r.status.as_u16(), r.error_code().as_str()), (400, "MANIFEST_BLOB_UNKNOWN"), "{:?}", r.body);
+    // Non-distributable (and Docker foreign) layers may live elsewhere.
+    let r = c.push_manifest("team/foreign", "c", OCI_MANIFEST, &manifest(config_desc(false), layer(nondist))).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let foreign = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    let r = c.push_manifest("team/foreign", "d", OCI_MANIFEST, &manifest(config_desc(false), layer(foreign))).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+}

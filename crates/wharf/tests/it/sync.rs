@@ -322,7 +322,7 @@ async fn moved_tags_follow_when_mutable_and_conflict_when_immutable() {
     old.push(&h, "library/app", "1.2.3").await;
     old.push(&h, "library/app", "latest").await;
     let ws = Workspace::new(&format!(
-        "[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n\n[[sync]]\nupstream = \"docker.io\"\nrepository = \"app\"\ntags = [\"1.2.3\", \"latest\"]\n",
+        "[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\nimmutable_tags = ['re:^[0-9]+\\.[0-9]+\\.[0-9]+$']\n\n[[sync]]\nupstream = \"docker.io\"\nrepository = \"app\"\ntags = [\"1.2.3\", \"latest\"]\n",
         hub.url
     ));
     assert!(tokio::task::block_in_place(|| ws.sync(&[])).status.success());
@@ -515,4 +515,49 @@ async fn sync_completes_what_the_mirror_cached_only_in_part() {
     }
     let out = tokio::task::block_in_place(|| ws.sync(&[]));
     assert!(text(&out).contains("unchanged"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_tag_fetches_only_the_new_index_not_the_children_it_holds() {
+    let hub = Server::start();
+    let img = multi_arch(230, &PLATFORMS[..4], false, 2_000);
+    img.push(&hub.client(), "library/moved", "v1").await;
+    let ws = Workspace::new(&format!(
+        "[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n\n[[sync]]\nupstream = \"docker.io\"\nrepository = \"moved\"\ntags = [\"v1\"]\n",
+        hub.url
+    ));
+    let out = tokio::task::block_in_place(|| ws.sync(&[]));
+    assert!(out.status.success(), "{}", text(&out));
+    let before = hub.metric("wharf_requests_total", &["endpoint=\"manifest_get\""]).await;
+    // The tag is rebuilt upstream: a new index over the very same platform manifests.
+    let mut index: serde_json::Value = serde_json::from_slice(&img.index.bytes).unwrap();
+    index["annotations"] = json!({ "rebuilt": "yes" });
+    let rebuilt = serde_json::to_vec(&index).unwrap();
+    let r = hub.client().push_manifest("library/moved", "v1", OCI_INDEX, &rebuilt).await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let out = tokio::task::block_in_place(|| ws.sync(&[]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("updated"), "{}", text(&out));
+    let after = hub.metric("wharf_requests_total", &["endpoint=\"manifest_get\""]).await;
+    assert_eq!(after - before, 1, "only the new index is fetched; the platform manifests are already held");
+}
+
+#[test]
+fn sync_status_reports_an_unreadable_report_instead_of_skipping_it() {
+    let ws = Workspace::new(
+        "[[upstream]]\nname = \"docker.io\"\nurl = \"http://127.0.0.1:9\"\n\n\
+         [[sync]]\nupstream = \"docker.io\"\nrepository = \"library/alpine\"\ntags = [\"3.20\"]\n",
+    );
+    let key = wharf::sync::report::Report::key("docker.io/library/alpine");
+    let file = ws.data().join("meta").join(&key);
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"{ truncated by a full disk").unwrap();
+    let mut status = ws.command(&["status"]);
+    let out = status.output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let all = text(&out);
+    assert!(all.contains("docker.io/library/alpine") && all.contains("not a valid report"), "{all}");
+    let out = ws.command(&["status", "--json"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["entries"][0]["errors"][0].as_str().unwrap().contains("not a valid report"), "{json}");
 }
