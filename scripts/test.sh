@@ -30,5 +30,11 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "==> cargo test"
-cargo test --workspace --locked
+# cargo-nextest runs each test in its own process under the limits in .config/nextest.toml (a hung test is
+# killed and reported instead of stalling the run). The machine image usually has it; otherwise build it.
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+echo "==> cargo nextest run"
+cargo nextest run --workspace --locked --no-tests=fail

@@ -58,7 +58,7 @@ pub(crate) fn basic(user: &str, password: &str) -> String {
 pub(crate) fn client_as(s: &Server, user: &str, password: &str) -> Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(reqwest::header::AUTHORIZATION, basic(user, password).parse().unwrap());
-    Client { base: s.url.clone(), http: reqwest::Client::builder().default_headers(h).build().unwrap() }
+    Client { base: s.url.clone(), http: crate::common::http().default_headers(h).build().unwrap() }
 }
 
 /// A 401 with the Bearer challenge naming this server's token endpoint (and the scope, when one is needed).
@@ -304,7 +304,7 @@ async fn no_password_or_authorization_header_in_logs_or_error_bodies() {
     let dir = users_dir();
     let s = start_logged(dir.path(), &config(dir.path(), ""), "127.0.0.1:0");
     let base = format!("http://{}", s.addr);
-    let http = reqwest::Client::new();
+    let http = crate::common::http().build().unwrap();
     let mut bodies = Vec::new();
     let secrets = [ALICE_PW, WRONG_PW, ADMIN_PW];
     for (user, pw) in [("alice", WRONG_PW), ("alice", ALICE_PW), ("admin", ADMIN_PW), ("nobody", WRONG_PW)] {

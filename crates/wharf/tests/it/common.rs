@@ -142,7 +142,7 @@ impl Server {
     }
 
     pub fn client(&self) -> Client {
-        Client { base: self.url.clone(), http: reqwest::Client::new() }
+        Client { base: self.url.clone(), http: crate::common::http().build().unwrap() }
     }
 
     /// Send SIGTERM and wait: graceful shutdown must end the process on its own.
@@ -260,4 +260,43 @@ impl Server {
         std::mem::forget(self);
         status
     }
+}
+
+/// The HTTP client builder every test uses: a stalled connection or a response that stops arriving fails the
+/// request after two minutes instead of hanging the test (large transfers keep flowing, so no total limit).
+pub fn http() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(120))
+}
+
+/// Run `cmd` to completion like [`Command::output`], but kill it and fail the test when it takes longer than
+/// `limit` (a third-party client that hangs must not hold the test run).
+pub fn output_within(cmd: &mut Command, limit: std::time::Duration) -> std::process::Output {
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let (mut out, mut err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let readers = (
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut out, &mut b).map(|_| b).unwrap_or_default()
+        }),
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            std::io::Read::read_to_end(&mut err, &mut b).map(|_| b).unwrap_or_default()
+        }),
+    );
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let stderr = readers.1.join().unwrap_or_default();
+            panic!("{cmd:?} did not finish within {limit:?}; stderr: {}", String::from_utf8_lossy(&stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::process::Output { status, stdout: readers.0.join().unwrap(), stderr: readers.1.join().unwrap() }
 }

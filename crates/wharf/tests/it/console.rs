@@ -45,7 +45,7 @@ impl Browser {
         die_with_parent(&mut cmd);
         let driver = cmd.spawn().expect("start chromedriver");
         let base = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = crate::common::http().build().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(r) = http.get(format!("{base}/status")).send().await {

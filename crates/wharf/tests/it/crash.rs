@@ -302,7 +302,7 @@ async fn kill_9_during_concurrent_pushes_loses_nothing_acknowledged() {
         refused: Vec::new(),
     }));
     let done = Arc::new(AtomicUsize::new(0));
-    let http = reqwest::Client::builder().pool_max_idle_per_host(PUSHES).build().unwrap();
+    let http = crate::common::http().pool_max_idle_per_host(PUSHES).build().unwrap();
     let jobs: Arc<Vec<Job>> = Arc::new((0..PUSHES).map(job).collect());
     let started = std::time::Instant::now();
     let tasks: Vec<_> = (0..PUSHES)

@@ -149,7 +149,7 @@ async fn mirrors_an_https_upstream_signed_by_a_configured_ca() {
     let dist = Distribution::start(DistributionOpts { tls: Some((cert, key)), ..Default::default() });
     assert!(dist.url.starts_with("https://"));
     let img = multi_arch(65, &PLATFORMS[..2], false, 5_000);
-    let http = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let http = crate::common::http().danger_accept_invalid_certs(true).build().unwrap();
     push_image(&crate::common::Client { base: dist.url.clone(), http }, &img, "team/secure", "v1").await;
 
     let trusted = Server::start_config(&format!(

@@ -99,7 +99,7 @@ fn config(source: &str) -> String {
 fn client_with(base: &str, authorization: &str) -> Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(reqwest::header::AUTHORIZATION, authorization.parse().unwrap());
-    Client { base: base.to_owned(), http: reqwest::Client::builder().default_headers(h).build().unwrap() }
+    Client { base: base.to_owned(), http: crate::common::http().default_headers(h).build().unwrap() }
 }
 
 fn bearer(base: &str, jwt: &str) -> Client {
@@ -146,7 +146,7 @@ async fn oidc_tokens_from_a_jwks_file_log_in_as_bearer_and_basic_password() {
     let forged = rsa(dir.path(), "cluster-key-1").token(BUILDER, json!({}));
 
     // [[auth.oidc]] alone turns access control on: anonymous callers are challenged.
-    let anon = Client { base: base.clone(), http: reqwest::Client::new() };
+    let anon = Client { base: base.clone(), http: crate::common::http().build().unwrap() };
     assert_status(&anon.get("/v2/").await, StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "anonymous ping");
     assert_eq!(bearer(&base, &builder).get("/v2/").await.status, 200);
 

@@ -76,14 +76,14 @@ impl Robo {
     fn basic(&self, secret: &str) -> Client {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::AUTHORIZATION, crate::external::basic_auth_value("whatever", secret));
-        Client { base: self.url.clone(), http: reqwest::Client::builder().default_headers(h).build().unwrap() }
+        Client { base: self.url.clone(), http: crate::common::http().default_headers(h).build().unwrap() }
     }
 
     /// A registry client sending `Authorization: Bearer <secret>`.
     fn bearer(&self, secret: &str) -> Client {
         let mut h = reqwest::header::HeaderMap::new();
         h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {secret}").parse().unwrap());
-        Client { base: self.url.clone(), http: reqwest::Client::builder().default_headers(h).build().unwrap() }
+        Client { base: self.url.clone(), http: crate::common::http().default_headers(h).build().unwrap() }
     }
 
     fn log(&self) -> String {

@@ -25,7 +25,9 @@ async fn large_blob_streams_with_bounded_memory() {
     let digest = h.finish();
     let body =
         reqwest::Body::wrap_stream(futures_util::stream::iter((0..n).map(|i| Ok::<_, std::io::Error>(chunk(i)))));
-    let r = reqwest::Client::new()
+    let r = crate::common::http()
+        .build()
+        .unwrap()
         .post(format!("{}/v2/big/blobs/uploads/?digest={digest}", s.url))
         .header("content-length", SIZE)
         .body(body)

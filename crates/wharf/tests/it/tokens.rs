@@ -18,14 +18,14 @@ use crate::common::{Client, Resp, Server};
 fn bearer(s: &Server, token: &str) -> Client {
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().unwrap());
-    Client { base: s.url.clone(), http: reqwest::Client::builder().default_headers(h).build().unwrap() }
+    Client { base: s.url.clone(), http: crate::common::http().default_headers(h).build().unwrap() }
 }
 
 /// `GET /auth/token` with optional Basic credentials and the given scopes.
 async fn get_token(base: &str, creds: Option<(&str, &str)>, scopes: &[&str]) -> reqwest::Response {
     let mut q: Vec<(&str, &str)> = vec![("service", "wharf")];
     q.extend(scopes.iter().map(|s| ("scope", *s)));
-    let mut r = reqwest::Client::new().get(format!("{base}/auth/token")).query(&q);
+    let mut r = crate::common::http().build().unwrap().get(format!("{base}/auth/token")).query(&q);
     if let Some((u, p)) = creds {
         r = r.basic_auth(u, Some(p));
     }
@@ -121,7 +121,14 @@ async fn tokens_grant_what_the_rules_allow_and_nothing_more() {
     let r = reqwest::get(format!("{}/auth/token?service=other", s.url)).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     // A token is not a credential for the token endpoint.
-    let r = reqwest::Client::new().get(format!("{}/auth/token", s.url)).bearer_auth(tok(&v)).send().await.unwrap();
+    let r = crate::common::http()
+        .build()
+        .unwrap()
+        .get(format!("{}/auth/token", s.url))
+        .bearer_auth(tok(&v))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
 }
 
@@ -182,7 +189,7 @@ async fn forged_expired_and_foreign_tokens_are_refused() {
 async fn oauth2_form_refresh_tokens_and_password_changes() {
     let dir = users_dir();
     let s = Server::start_config(&config(dir.path(), "reload_interval_secs = 1"));
-    let http = reqwest::Client::new();
+    let http = crate::common::http().build().unwrap();
     let post = |form: Vec<(&'static str, String)>| {
         let http = http.clone();
         let url = format!("{}/auth/token", s.url);
@@ -264,10 +271,23 @@ async fn tokens_never_reach_the_logs() {
     let base = format!("http://{}", s.addr);
     let v = token_json(&base, Some(("alice", ALICE_PW)), &["repository:team/app:pull"]).await;
     let token = tok(&v);
-    let r =
-        reqwest::Client::new().get(format!("{base}/v2/team/app/tags/list")).bearer_auth(&token).send().await.unwrap();
+    let r = crate::common::http()
+        .build()
+        .unwrap()
+        .get(format!("{base}/v2/team/app/tags/list"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let r = reqwest::Client::new().get(format!("{base}/v2/team/x/tags/list")).bearer_auth(&token).send().await.unwrap();
+    let r = crate::common::http()
+        .build()
+        .unwrap()
+        .get(format!("{base}/v2/team/x/tags/list"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     let body = r.text().await.unwrap();
     let log_path = s.log.clone();
     drop(s);
@@ -372,7 +392,7 @@ async fn skopeo_and_crane_use_the_token_flow_over_tls_with_a_private_ca() {
     let s = TlsServer::start(&format!("{}\n{}", tls_keys(&cert, &key), config(users.path(), "")));
     // The challenge names the https token endpoint of this server.
     let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.ca()).unwrap()).unwrap();
-    let http = reqwest::Client::builder().add_root_certificate(ca).build().unwrap();
+    let http = crate::common::http().add_root_certificate(ca).build().unwrap();
     let r = http.get(format!("https://{}/v2/", s.addr)).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     let challenge = r.headers()["www-authenticate"].to_str().unwrap().to_owned();

@@ -193,8 +193,7 @@ async fn verify_server_with_token_file_and_admin_only_route() {
     let secret = created.stdout.trim().to_owned();
     let mut h = reqwest::header::HeaderMap::new();
     h.insert(reqwest::header::AUTHORIZATION, crate::external::basic_auth_value("robot", &secret));
-    let robot =
-        Client { base: server.url.clone(), http: reqwest::Client::builder().default_headers(h).build().unwrap() };
+    let robot = Client { base: server.url.clone(), http: crate::common::http().default_headers(h).build().unwrap() };
     multi_arch(73, TWO, false, 4096).push(&robot, "team/app", "1.0").await;
 
     let dir = tempfile::tempdir().unwrap();

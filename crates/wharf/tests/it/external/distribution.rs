@@ -118,7 +118,7 @@ impl Distribution {
         if self.opts.basic_auth {
             basic_auth_client(&self.url, USER, PASSWORD)
         } else {
-            Client { base: self.url.clone(), http: reqwest::Client::new() }
+            Client { base: self.url.clone(), http: crate::common::http().build().unwrap() }
         }
     }
 
@@ -227,7 +227,7 @@ fn config_yaml(opts: &DistributionOpts, addr: &str, dir: &std::path::Path, marke
 async fn distribution_with_basic_auth_takes_a_push_and_serves_it_back() {
     let reg = Distribution::start(DistributionOpts { basic_auth: true, ..Default::default() });
     assert_eq!(reg.url, format!("http://{}", reg.addr));
-    let anon = reqwest::Client::new();
+    let anon = crate::common::http().build().unwrap();
 
     // Unauthenticated: 401 with a Basic challenge.
     let r = anon.get(format!("{}/v2/", reg.url)).send().await.unwrap();
