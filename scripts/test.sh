@@ -2,7 +2,7 @@
 # Runs Wharf's whole test suite on a fresh Debian/Ubuntu machine, installing what the tests need first:
 # the third-party clients and servers the integration tests drive (skopeo, podman, umoci, docker-registry,
 # containerd + ctr, headless Chromium + chromedriver for the console), openssl/curl for the TLS upstream test,
-# and python3-yaml to parse generated YAML.
+# python3-yaml to parse generated YAML, and an S3-compatible server (Garage) for the S3 back-end.
 # Needs root or sudo for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +25,14 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}"
 fi
+
+# The S3 back-end's tests run against a real S3-compatible server: Garage, built from crates.io once
+# (about 20 minutes on 2 cores; kept under $GARAGE_ROOT, default /work/tools/garage, between runs).
+echo "==> S3-compatible test server (Garage)"
+GARAGE_BIN=$(./scripts/install-s3-server.sh)
+export GARAGE_BIN
+# With a server installed, a test that cannot start one fails instead of skipping.
+export WHARF_REQUIRE_S3=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use crate::api::{self, AppState};
 use crate::config::upstream::UpstreamConfig;
 use crate::config::Settings;
+use crate::config::StorageBackend;
 use crate::gc::Collector;
 use crate::mirror::Mirror;
 use crate::policy::routing::Router;
 use crate::service::Registry;
 use crate::store::fs::FsStore;
 use crate::store::keys::Layout;
+use crate::store::s3::{S3Settings, S3Store};
 use crate::store::scratch::{ProcessDir, ServeLock};
 use crate::store::{ContentStore, StoreError, UploadLimits};
 use crate::sync::Syncer;
@@ -53,6 +55,28 @@ pub fn upload_limits(settings: &Settings) -> Result<UploadLimits, AppError> {
     Ok(UploadLimits { expiry, max_open: storage.max_uploads, ..UploadLimits::default() })
 }
 
+/// Open the configured content store: the data directory (default) or the S3 bucket of `[storage]`.
+pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn ContentStore>, AppError> {
+    let storage = &settings.config.storage;
+    Ok(match (storage.backend, access) {
+        (StorageBackend::Fs, Access::Write) => {
+            Arc::new(FsStore::open_with(&settings.data_dir, upload_limits(settings)?)?)
+        }
+        (StorageBackend::Fs, Access::ReadOnly) => Arc::new(FsStore::open_read_only(&settings.data_dir)),
+        (StorageBackend::S3, _) => {
+            let s3 = S3Settings {
+                bucket: storage.bucket.clone().unwrap_or_default(),
+                endpoint: storage.endpoint.clone(),
+                region: storage.region.clone(),
+                prefix: storage.prefix.clone().unwrap_or_default(),
+                path_style: storage.path_style,
+                credentials: storage.access_key_id.clone().zip(storage.secret_access_key.clone()),
+            };
+            Arc::new(S3Store::connect(&s3, upload_limits(settings)?).map_err(AppError::Setup)?)
+        }
+    })
+}
+
 /// The parts every front door (server, `wharf sync`) needs.
 pub struct Core {
     /// The content store.
@@ -66,10 +90,7 @@ pub struct Core {
 impl Core {
     /// Open the store and build the upstream clients and the sync engine.
     pub fn build(settings: &Settings, access: Access) -> Result<Core, AppError> {
-        let store: Arc<dyn ContentStore> = match access {
-            Access::Write => Arc::new(FsStore::open_with(&settings.data_dir, upload_limits(settings)?)?),
-            Access::ReadOnly => Arc::new(FsStore::open_read_only(&settings.data_dir)),
-        };
+        let store = open_store(settings, access)?;
         let upstreams = build_upstreams(&settings.config.upstreams).map_err(AppError::Setup)?;
         let syncer = Syncer::new(store.clone(), &settings.config, &upstreams).map_err(AppError::Setup)?;
         Ok(Core { store, upstreams, syncer: Arc::new(syncer) })
@@ -225,7 +246,13 @@ impl App {
         // TLS files are checked before binding, so a bad certificate never leaves a port half-open.
         let tls = crate::tls::load_configured(self.settings.config.server.tls.as_ref())?;
         // What crashed or abandoned clients left: expired upload sessions, scratch of processes that are gone.
-        let swept = self.core.store.sweep().await.map_err(std::io::Error::other)?;
+        // Also the first request to the store: a wrong bucket, endpoint or key stops start-up here.
+        let swept = self
+            .core
+            .store
+            .sweep()
+            .await
+            .map_err(|e| std::io::Error::other(format!("the content store does not answer: {e}")))?;
         tracing::info!(uploads = swept.uploads, scratch = swept.scratch, "swept leftovers at start-up");
         let listener = tokio::net::TcpListener::bind(self.settings.listen).await?;
         let addr = listener.local_addr()?;

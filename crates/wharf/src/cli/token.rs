@@ -3,12 +3,9 @@
 //! server notices a new or revoked token within `auth::robots::ROBOT_CACHE_TTL`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use crate::auth::robots::{parse_allow, parse_expires, RobotToken, Robots};
 use crate::config::Settings;
-use crate::store::fs::FsStore;
-use crate::store::ContentStore;
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -27,7 +24,7 @@ fn when(unix: Option<u64>) -> String {
 pub fn create(settings: Settings, name: &str, allow: &[String], expires: &str) -> CliResult {
     let grants = parse_allow(allow)?;
     let expires = parse_expires(expires)?;
-    let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(&settings.data_dir)?);
+    let store = crate::app::open_store(&settings, crate::app::Access::Write)?;
     let (token, secret) = runtime()?.block_on(Robots::new(store).create(name, &grants, expires))?;
     println!("{}", secret.expose());
     eprintln!(
@@ -42,7 +39,7 @@ pub fn create(settings: Settings, name: &str, allow: &[String], expires: &str) -
 
 /// List every token with its state; never a secret or a hash.
 pub fn list(settings: Settings, json: bool) -> CliResult {
-    let store: Arc<dyn ContentStore> = Arc::new(FsStore::open_read_only(&settings.data_dir));
+    let store = crate::app::open_store(&settings, crate::app::Access::ReadOnly)?;
     let tokens = runtime()?.block_on(Robots::new(store).list())?;
     let now = crate::history::now_secs();
     if json {
@@ -83,7 +80,7 @@ fn row(t: &RobotToken, now: u64) -> serde_json::Value {
 
 /// Revoke by id, or the active token with that name.
 pub fn revoke(settings: Settings, name_or_id: &str) -> CliResult {
-    let store: Arc<dyn ContentStore> = Arc::new(FsStore::open(&settings.data_dir)?);
+    let store = crate::app::open_store(&settings, crate::app::Access::Write)?;
     let token = runtime()?.block_on(Robots::new(store).revoke(name_or_id))?;
     println!("revoked robot token {:?} (id {})", token.name, token.id);
     Ok(ExitCode::SUCCESS)

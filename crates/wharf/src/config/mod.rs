@@ -235,12 +235,41 @@ impl TlsConfig {
     }
 }
 
+/// `[storage] backend`: where content lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// The data directory on local disk (the default: nothing to set up).
+    #[default]
+    Fs,
+    /// An S3-compatible bucket, so several replicas share one store (the data directory keeps only
+    /// per-process scratch space, spool files and locks).
+    S3,
+}
+
 /// `[storage]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
-    /// `data_dir = "/var/lib/wharf"`: root of the filesystem store.
+    /// `data_dir = "/var/lib/wharf"`: root of the filesystem store (with `backend = "s3"`: local scratch).
     pub data_dir: Option<PathBuf>,
+    /// `backend = "fs" | "s3"`.
+    pub backend: StorageBackend,
+    /// `bucket = "wharf"`: the S3 bucket (must exist).
+    pub bucket: Option<String>,
+    /// `endpoint = "http://127.0.0.1:3900"`: any S3-compatible endpoint; omitted for AWS.
+    pub endpoint: Option<String>,
+    /// `region = "us-east-1"` (else `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`).
+    pub region: Option<String>,
+    /// `prefix = "prod/"`: every key goes under it, so several registries can share a bucket.
+    pub prefix: Option<String>,
+    /// `path_style = true`: `endpoint/bucket/key` requests (most self-hosted servers) instead of
+    /// `bucket.endpoint/key`.
+    pub path_style: bool,
+    /// `access_key_id`: else the usual AWS sources (environment, profile, instance metadata).
+    pub access_key_id: Option<String>,
+    /// `secret_access_key`: with `access_key_id`; never printed.
+    pub secret_access_key: Option<String>,
     /// `upload_expiry = "24h"`: an upload session that receives no bytes for this long is forgotten and its
     /// bytes removed, so abandoned pushes do not fill the disk (`90s`, `30m`, `6h`, `1d`).
     pub upload_expiry: String,
@@ -251,7 +280,37 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: None, upload_expiry: "24h".into(), max_uploads: 1000 }
+        StorageConfig {
+            data_dir: None,
+            backend: StorageBackend::Fs,
+            bucket: None,
+            endpoint: None,
+            region: None,
+            prefix: None,
+            path_style: false,
+            access_key_id: None,
+            secret_access_key: None,
+            upload_expiry: "24h".into(),
+            max_uploads: 1000,
+        }
+    }
+}
+
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("data_dir", &self.data_dir)
+            .field("backend", &self.backend)
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("upload_expiry", &self.upload_expiry)
+            .field("max_uploads", &self.max_uploads)
+            .finish()
     }
 }
 
@@ -271,6 +330,53 @@ impl StorageConfig {
                 key: "storage.max_uploads".into(),
                 reason: "must be at least 1 (no push could start)".into(),
             });
+        }
+        let issue = |key: &str, reason: &str| ConfigIssue { key: format!("storage.{key}"), reason: reason.into() };
+        match self.backend {
+            StorageBackend::Fs => {
+                for (key, set) in [
+                    ("bucket", self.bucket.is_some()),
+                    ("endpoint", self.endpoint.is_some()),
+                    ("prefix", self.prefix.is_some()),
+                    ("access_key_id", self.access_key_id.is_some()),
+                    ("secret_access_key", self.secret_access_key.is_some()),
+                ] {
+                    if set {
+                        out.push(issue(key, "only used with backend = \"s3\""));
+                    }
+                }
+            }
+            StorageBackend::S3 => {
+                match self.bucket.as_deref() {
+                    None | Some("") => out.push(issue("bucket", "backend = \"s3\" needs the bucket's name")),
+                    Some(b) if b.contains('/') => out.push(issue("bucket", "a bucket name has no '/'")),
+                    Some(_) => {}
+                }
+                if let Some(e) = &self.endpoint {
+                    match reqwest::Url::parse(e) {
+                        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+                            out.push(issue("endpoint", "must be an http:// or https:// URL"))
+                        }
+                        Ok(u) if !u.username().is_empty() || u.password().is_some() => out.push(issue(
+                            "endpoint",
+                            "must not carry credentials; use access_key_id and secret_access_key",
+                        )),
+                        Ok(_) => {}
+                        Err(err) => out.push(issue("endpoint", &format!("not a URL: {err}"))),
+                    }
+                }
+                if let Some(p) = &self.prefix {
+                    if p.starts_with('/') || p.split('/').any(|seg| seg == "." || seg == "..") {
+                        out.push(issue("prefix", "must be a relative key prefix such as \"prod/\""));
+                    }
+                }
+                if self.access_key_id.is_some() != self.secret_access_key.is_some() {
+                    out.push(issue(
+                        "access_key_id",
+                        "access_key_id and secret_access_key go together (or leave both to the AWS_* sources)",
+                    ));
+                }
+            }
         }
         out
     }
@@ -516,6 +622,30 @@ mod tests {
         let c = Config::parse("[storage]\nupload_expiry = \"soon\"\nmax_uploads = 0\n", Path::new("f")).unwrap();
         let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
         assert_eq!(keys, ["storage.upload_expiry", "storage.max_uploads"]);
+    }
+
+    #[test]
+    fn s3_storage_keys_are_checked_and_the_secret_never_printed() {
+        let c = Config::parse(
+            "[storage]\nbackend = \"s3\"\nbucket = \"wharf\"\nendpoint = \"http://127.0.0.1:3900\"\n\
+             region = \"garage\"\nprefix = \"prod/\"\npath_style = true\naccess_key_id = \"GK1\"\n\
+             secret_access_key = \"very-secret\"\n",
+            Path::new("f"),
+        )
+        .unwrap();
+        assert!(c.validate().is_empty(), "{:?}", c.validate());
+        assert_eq!(c.storage.backend, StorageBackend::S3);
+        assert!(!format!("{c:?}").contains("very-secret"));
+        let keys = |toml: &str| -> Vec<String> {
+            Config::parse(toml, Path::new("f")).unwrap().validate().into_iter().map(|i| i.key).collect()
+        };
+        assert_eq!(keys("[storage]\nbackend = \"s3\"\n"), ["storage.bucket"]);
+        assert_eq!(
+            keys("[storage]\nbackend = \"s3\"\nbucket = \"b\"\nendpoint = \"ftp://x\"\nprefix = \"/abs\"\naccess_key_id = \"k\"\n"),
+            ["storage.endpoint", "storage.prefix", "storage.access_key_id"]
+        );
+        assert_eq!(keys("[storage]\nbucket = \"b\"\n"), ["storage.bucket"], "S3 keys without backend = s3");
+        assert!(Config::parse("[storage]\nbackend = \"gcs\"\n", Path::new("f")).is_err());
     }
 
     #[test]

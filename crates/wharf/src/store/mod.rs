@@ -7,6 +7,7 @@
 pub mod fs;
 pub mod keys;
 pub mod memory;
+pub mod s3;
 pub mod scratch;
 #[cfg(test)]
 pub mod testsuite;

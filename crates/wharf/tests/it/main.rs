@@ -26,6 +26,7 @@ mod oidc;
 mod registry;
 mod retention;
 mod robots;
+mod s3;
 mod scrub;
 mod skopeo;
 mod streaming;

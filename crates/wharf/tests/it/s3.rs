@@ -1,0 +1,196 @@
+//! `[storage] backend = "s3"`: the real binary over a real S3-compatible server (Garage, started on loopback
+//! by `scripts/s3-server.sh`), as one registry and as several replicas over one bucket.
+//!
+//! Skipped with a message when no Garage binary is installed, unless `WHARF_REQUIRE_S3` is set (the test
+//! command sets it after installing Garage), which turns a missing server into a failure.
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use reqwest::{Method, StatusCode};
+
+use crate::common::{output_within, Client, Server};
+use crate::conformance::{assert_conforms, Suite};
+use crate::images::{multi_arch, noise, PLATFORMS};
+
+/// A throw-away Garage server; stopped when dropped.
+pub(crate) struct Garage {
+    env: HashMap<String, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(&self.env["GARAGE_PID"]).status();
+    }
+}
+
+impl Garage {
+    /// Start one, or `None` with a message when Garage is not installed and not required.
+    pub(crate) fn start() -> Option<Garage> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/s3-server.sh");
+        let dir = tempfile::tempdir().unwrap();
+        let out =
+            output_within(Command::new(script).arg(dir.path().join("garage")), std::time::Duration::from_secs(120));
+        if !out.status.success() {
+            let why = String::from_utf8_lossy(&out.stderr);
+            if std::env::var_os("WHARF_REQUIRE_S3").is_some() || !why.contains("no garage binary") {
+                panic!("the S3 test server did not start: {why}");
+            }
+            println!("skipped: no S3 test server (scripts/install-s3-server.sh installs one): {why}");
+            return None;
+        }
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        Some(Garage { env, _dir: dir })
+    }
+
+    /// The `[storage]` table for this server's bucket under `prefix`.
+    pub(crate) fn storage(&self, prefix: &str) -> String {
+        format!(
+            "[storage]\nbackend = \"s3\"\nbucket = \"{}\"\nendpoint = \"{}\"\nregion = \"{}\"\nprefix = \"{prefix}\"\n\
+             path_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n",
+            self.env["S3_BUCKET"],
+            self.env["S3_ENDPOINT"],
+            self.env["S3_REGION"],
+            self.env["AWS_ACCESS_KEY_ID"],
+            self.env["AWS_SECRET_ACCESS_KEY"],
+        )
+    }
+}
+
+#[test]
+fn conformance_suites_pass_on_s3() {
+    let Some(garage) = Garage::start() else { return };
+    let s = Server::start_config(&garage.storage("plain/"));
+    assert_conforms(Suite::V111, &s, "on S3");
+    assert_conforms(Suite::Main, &s, "on S3");
+}
+
+/// The path of an upload location (replicas are reached under their own base URL).
+fn location_path(r: &crate::common::Resp) -> String {
+    let loc = r.header("location").expect("a Location header");
+    match loc.find("/v2/") {
+        Some(i) => loc[i..].to_owned(),
+        None => loc,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_share_one_bucket() {
+    let Some(garage) = Garage::start() else { return };
+    let storage = garage.storage("shared/");
+    let (a, b, c) = (Server::start_config(&storage), Server::start_config(&storage), Server::start_config(&storage));
+    let (ca, cb, cc) = (a.client(), b.client(), c.client());
+
+    // One chunked upload, its chunks sent to A, B and C in turn, finished on A.
+    let data = noise(7, 3 * 1024 * 1024 + 123);
+    let digest = oci::Digest::sha256_of(&data);
+    let r = ca.req(Method::POST, "/v2/team/app/blobs/uploads/", &[], None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    let mut at = location_path(&r);
+    let thirds = [&data[..1_000_000], &data[1_000_000..2_000_000], &data[2_000_000..]];
+    let mut offset = 0usize;
+    for (client, chunk) in [&ca, &cb, &cc].into_iter().zip(thirds) {
+        let range = format!("{}-{}", offset, offset + chunk.len() - 1);
+        let r = client
+            .req(
+                Method::PATCH,
+                &at,
+                &[("content-type", "application/octet-stream"), ("content-range", &range)],
+                Some(chunk.to_vec()),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "chunk {range}: {:?}", r.body);
+        at = location_path(&r);
+        offset += chunk.len();
+    }
+    let sep = if at.contains('?') { '&' } else { '?' };
+    let r = ca.req(Method::PUT, &format!("{at}{sep}digest={digest}"), &[], None).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // Visible through every replica at once.
+    for client in [&ca, &cb, &cc] {
+        let r = client.get(&format!("/v2/team/app/blobs/{digest}")).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert!(r.body == data, "the blob's bytes through {}", client.base);
+    }
+
+    // A multi-arch image pushed through A, pulled whole through C, deleted through B.
+    let img = multi_arch(11, &PLATFORMS[..2], false, 64 * 1024);
+    img.push(&ca, "team/app", "v1").await;
+    img.pull_whole(&cc, "team/app", "v1").await.unwrap();
+    let tags = cc.get("/v2/team/app/tags/list").await.json();
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+    let catalog = cb.get("/v2/_catalog").await.json();
+    assert_eq!(catalog["repositories"], serde_json::json!(["team/app"]));
+    let index = img.index.digest;
+    let r = cb.req(Method::DELETE, &format!("/v2/team/app/manifests/{index}"), &[], None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    for client in [&ca, &cb, &cc] {
+        assert_eq!(client.get("/v2/team/app/manifests/v1").await.status, StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skopeo_copies_through_two_replicas() {
+    let Some(garage) = Garage::start() else { return };
+    let storage = garage.storage("skopeo/");
+    let (a, b) = (Server::start_config(&storage), Server::start_config(&storage));
+    let img = multi_arch(12, &PLATFORMS[..3], false, 32 * 1024);
+    let layout = tempfile::tempdir().unwrap();
+    img.write_oci_layout(layout.path(), "v1");
+    let skopeo = |args: &[String]| {
+        let mut cmd = crate::external::require_tool("skopeo", "skopeo");
+        cmd.args(["--insecure-policy"]).args(args);
+        let out = output_within(&mut cmd, std::time::Duration::from_secs(300));
+        assert!(out.status.success(), "skopeo {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    skopeo(&[
+        "copy".into(),
+        "--all".into(),
+        "--preserve-digests".into(),
+        "--dest-tls-verify=false".into(),
+        format!("oci:{}:v1", layout.path().display()),
+        format!("docker://{}/team/skopeo:v1", a.addr),
+    ]);
+    let out = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy".into(),
+        "--all".into(),
+        "--preserve-digests".into(),
+        "--src-tls-verify=false".into(),
+        format!("docker://{}/team/skopeo:v1", b.addr),
+        format!("oci:{}:v1", out.path().display()),
+    ]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], img.index.digest.to_string(), "digests preserved across replicas");
+    let c: Client = b.client();
+    img.pull_whole(&c, "team/skopeo", "v1").await.unwrap();
+}
+
+#[test]
+fn a_wrong_key_stops_start_up_naming_the_store() {
+    let Some(garage) = Garage::start() else { return };
+    let secret = &garage.env["AWS_SECRET_ACCESS_KEY"];
+    let storage = garage.storage("x/").replace(secret.as_str(), &"0".repeat(secret.len()));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wharf.toml");
+    std::fs::write(&cfg, storage).unwrap();
+    let mut cmd = Command::new(crate::common::wharf_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env_remove("WHARF_CONFIG")
+        .env_remove("WHARF_LISTEN")
+        .env_remove("WHARF_DATA_DIR");
+    let out = output_within(&mut cmd, std::time::Duration::from_secs(120));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "must not serve with a wrong key: {stderr}");
+    assert!(stderr.contains("content store does not answer"), "{stderr}");
+    assert!(!stderr.contains(secret.as_str()), "the secret never reaches a log");
+}
