@@ -194,3 +194,66 @@ fn a_wrong_key_stops_start_up_naming_the_store() {
     assert!(stderr.contains("content store does not answer"), "{stderr}");
     assert!(!stderr.contains(secret.as_str()), "the secret never reaches a log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_fill_on_one_replica_serves_the_others_when_the_upstream_is_gone() {
+    let Some(garage) = Garage::start() else { return };
+    let hub = Server::start();
+    let img = multi_arch(13, &PLATFORMS[..2], false, 48 * 1024);
+    img.push(&hub.client(), "library/demo", "v1").await;
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
+        garage.storage("mirror/"),
+        hub.url
+    );
+    let (a, b) = (Server::start_config(&config), Server::start_config(&config));
+    img.pull_whole(&a.client(), "docker.io/library/demo", "v1").await.unwrap();
+    let fetched = hub.metric("wharf_requests_total", &["endpoint=\"blob_get\""]).await;
+    assert_eq!(fetched, img.blobs.len() as u64);
+    drop(hub);
+    // B never talked to the upstream: the blobs, manifests and tag A cached are in the bucket.
+    img.pull_whole(&b.client(), "docker.io/library/demo", "v1").await.unwrap();
+    assert_eq!(b.metric("wharf_mirror_blob_fills_total", &["docker.io"]).await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_a_replica_mid_push_loses_nothing_it_acknowledged() {
+    let Some(garage) = Garage::start() else { return };
+    let storage = garage.storage("crash/");
+    let (a, b) = (Server::start_config(&storage), Server::start_config(&storage));
+    const PUSHES: usize = 12;
+    let images: Vec<_> = (0..PUSHES).map(|i| multi_arch(100 + i as u64, &PLATFORMS[..2], false, 256 * 1024)).collect();
+    let images = std::sync::Arc::new(images);
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let ca = a.client();
+    let tasks: Vec<_> = (0..PUSHES)
+        .map(|i| {
+            let (c, images, acked) = (ca.clone(), images.clone(), acked.clone());
+            // A push whose server dies panics inside its task; only a 201 for the tag counts as acknowledged.
+            tokio::spawn(async move {
+                images[i].push(&c, &format!("team/app{i}"), "v1").await;
+                acked.lock().unwrap().push(i);
+            })
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while acked.lock().unwrap().len() < PUSHES / 3 {
+        assert!(std::time::Instant::now() < deadline, "pushes did not progress");
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(!a.kill_hard().success());
+    let acked: Vec<usize> = acked.lock().unwrap().clone();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let cb = b.client();
+    for i in &acked {
+        images[*i].pull_whole(&cb, &format!("team/app{i}"), "v1").await.unwrap_or_else(|e| panic!("push {i}: {e}"));
+    }
+    // The survivor keeps taking pushes, the interrupted ones included.
+    for i in (0..PUSHES).filter(|i| !acked.contains(i)) {
+        images[i].push(&cb, &format!("team/app{i}"), "v1").await;
+        images[i].pull_whole(&cb, &format!("team/app{i}"), "v1").await.unwrap();
+    }
+    println!("{} of {PUSHES} pushes acknowledged before the kill", acked.len());
+}
