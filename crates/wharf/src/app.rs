@@ -63,7 +63,12 @@ pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn Content
             Arc::new(FsStore::open_with(&settings.data_dir, upload_limits(settings)?)?)
         }
         (StorageBackend::Fs, Access::ReadOnly) => Arc::new(FsStore::open_read_only(&settings.data_dir)),
-        (StorageBackend::S3, _) => {
+        (StorageBackend::S3, access) => {
+            // The data directory still holds this process's scratch, spool files and locks.
+            if access == Access::Write {
+                std::fs::create_dir_all(&settings.data_dir)
+                    .map_err(|source| StoreError::Io { path: settings.data_dir.display().to_string(), source })?;
+            }
             let s3 = S3Settings {
                 bucket: storage.bucket.clone().unwrap_or_default(),
                 endpoint: storage.endpoint.clone(),
@@ -75,6 +80,19 @@ pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn Content
             Arc::new(S3Store::connect(&s3, upload_limits(settings)?).map_err(AppError::Setup)?)
         }
     })
+}
+
+/// Time to live of the garbage collector's lease on a shared (object storage) store.
+pub const GC_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The garbage collector for this configuration: `gc.lock` in the data directory, and on object storage the
+/// store's `gc` lease too, so one collector runs among every replica on the bucket.
+pub fn gc_collector(settings: &Settings, store: Arc<dyn ContentStore>, stats: Arc<crate::gc::GcStats>) -> Collector {
+    let gc = Collector::new(store, Some(Layout::new(&settings.data_dir).gc_lock()), stats);
+    match settings.config.storage.backend {
+        StorageBackend::Fs => gc,
+        StorageBackend::S3 => gc.with_lease(GC_LEASE_TTL),
+    }
 }
 
 /// The parts every front door (server, `wharf sync`) needs.
@@ -225,7 +243,7 @@ impl App {
             default_host: false,
             origin_fallback: true,
         };
-        let gc = Arc::new(Collector::new(core.store.clone(), Some(layout.gc_lock()), metrics.gc.clone()));
+        let gc = Arc::new(gc_collector(&settings, core.store.clone(), metrics.gc.clone()));
         let scrub =
             Arc::new(crate::scrub::Scrubber::new(core.store.clone(), Some(layout.scrub_lock()), metrics.scrub.clone()));
         let gc_grace = match &settings.config.gc {

@@ -26,6 +26,7 @@ use bytes::Bytes;
 use oci::{Digest, RepoName};
 use serde::{Deserialize, Serialize};
 
+use crate::store::lease::{Lease, LeaseError};
 use crate::store::scratch::DirLock;
 use crate::store::{Clock, ContentStore, StoreError};
 
@@ -44,7 +45,7 @@ const REPORT_REPOS: usize = 1000;
 #[derive(Debug, thiserror::Error)]
 pub enum GcError {
     /// Another collection holds the data directory's `gc.lock` (or runs in this process).
-    #[error("another garbage collection is running on this data directory{0}; try again when it has finished")]
+    #[error("another garbage collection is running on this store{0}; try again when it has finished")]
     Busy(String),
     /// The lock file could not be used.
     #[error("garbage collection lock: {0}")]
@@ -214,6 +215,9 @@ pub struct Collector {
     clock: Clock,
     /// `gc.lock` of the data directory (file-backed stores), taken without waiting for each run.
     lock_file: Option<PathBuf>,
+    /// Time to live of the store lease taken for each run when several processes on several machines share
+    /// the store (object storage); `None` when the lock file is enough.
+    lease: Option<Duration>,
     running: tokio::sync::Mutex<()>,
     stats: Arc<GcStats>,
     #[cfg(test)]
@@ -251,6 +255,7 @@ impl Collector {
             store,
             clock,
             lock_file,
+            lease: None,
             running: tokio::sync::Mutex::new(()),
             stats,
             #[cfg(test)]
@@ -272,6 +277,12 @@ impl Collector {
         let pair = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
         *self.pauses.pool.lock().expect("pause lock") = Some(pair.clone());
         pair
+    }
+
+    /// Also take the store's `gc` lease for each run (replicas over one bucket: one collector among them).
+    pub fn with_lease(mut self, ttl: Duration) -> Collector {
+        self.lease = Some(ttl);
+        self
     }
 
     /// The counters this collector updates.
@@ -313,6 +324,14 @@ impl Collector {
             },
             None => None,
         };
+        let lease = match self.lease {
+            Some(ttl) => Some(Lease::acquire(self.store.clone(), "gc", ttl).await.map_err(|e| match e {
+                LeaseError::Store(e) => GcError::Store(e),
+                other => GcError::Busy(format!(" (its lease is {other})")),
+            })?),
+            None => None,
+        };
+        let lease_lost = || lease.as_ref().is_some_and(Lease::lost);
         let started = Instant::now();
         let (removed, delays) = prepare().await.map_err(GcError::Retention)?;
         opts.tags_removed.extend(removed);
@@ -339,6 +358,9 @@ impl Collector {
         loop {
             let page = store.repo_list_all(after.as_deref(), REPO_PAGE).await?;
             for repo in &page {
+                if lease_lost() {
+                    return Err(GcError::Busy(" (this collection lost its lease and stopped)".into()));
+                }
                 report.repositories_scanned += 1;
                 // Untagged manifests of a repository with a longer `untagged_after` stay as roots that long.
                 let manifest_cutoff = match opts.untagged_after.for_repo(repo) {
@@ -364,6 +386,9 @@ impl Collector {
                 break;
             }
             after = page.last().map(|r| r.to_string());
+        }
+        if lease_lost() {
+            return Err(GcError::Busy(" (this collection lost its lease and stopped)".into()));
         }
         if pool_safe {
             if let Err(e) = self.collect_pool(&linked, cutoff, opts.dry_run, &mut report).await {

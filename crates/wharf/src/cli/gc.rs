@@ -5,9 +5,8 @@ use std::sync::Arc;
 
 use crate::app::{Access, Core};
 use crate::config::Settings;
-use crate::gc::{Collector, GcReport, GcStats, DEFAULT_GRACE};
+use crate::gc::{GcReport, GcStats, DEFAULT_GRACE};
 use crate::service::Registry;
-use crate::store::keys::Layout;
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -55,8 +54,7 @@ pub fn run(settings: Settings, grace: Option<String>, dry_run: bool) -> CliResul
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let core = Core::build(&settings, Access::Write)?;
-        let lock = Layout::new(&settings.data_dir).gc_lock();
-        let collector = Collector::new(core.store.clone(), Some(lock), Arc::new(GcStats::default()));
+        let collector = crate::app::gc_collector(&settings, core.store.clone(), Arc::new(GcStats::default()));
         let registry = Registry::new(core.store.clone())
             .with_tag_policy(crate::app::tag_policy(&settings.config)?)
             .with_retention(crate::app::retention(&settings.config)?);

@@ -6,6 +6,7 @@
 
 pub mod fs;
 pub mod keys;
+pub mod lease;
 pub mod memory;
 pub mod s3;
 pub mod scratch;

@@ -257,3 +257,58 @@ async fn killing_a_replica_mid_push_loses_nothing_it_acknowledged() {
     }
     println!("{} of {PUSHES} pushes acknowledged before the kill", acked.len());
 }
+
+/// `wharf gc` with the shared bucket configuration and a data directory of its own (another machine).
+fn gc_on(storage: &str, extra: &[&str]) -> std::process::Child {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cfg = dir.join("wharf.toml");
+    std::fs::write(&cfg, storage).unwrap();
+    let mut cmd = Command::new(crate::common::wharf_bin());
+    cmd.args(["gc", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env_remove("WHARF_CONFIG")
+        .env_remove("WHARF_LISTEN")
+        .env_remove("WHARF_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_collector_among_replicas_and_it_frees_what_nothing_uses() {
+    let Some(garage) = Garage::start() else { return };
+    let storage = garage.storage("gc/");
+    let a = Server::start_config(&storage);
+    let c = a.client();
+    let (kept, gone) =
+        (multi_arch(21, &PLATFORMS[..2], false, 8 * 1024), multi_arch(22, &PLATFORMS[..2], false, 8 * 1024));
+    kept.push(&c, "team/kept", "v1").await;
+    gone.push(&c, "team/gone", "v1").await;
+    let r = c.req(Method::DELETE, &format!("/v2/team/gone/manifests/{}", gone.index.digest), &[], None).await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+
+    // Two machines start a collection at the same moment: one runs, the other is told the store is busy.
+    let (first, second) = (gc_on(&storage, &["--grace", "0s"]), gc_on(&storage, &["--grace", "0s"]));
+    let outs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let ran: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    let busy: Vec<_> = outs
+        .iter()
+        .filter(|o| String::from_utf8_lossy(&o.stderr).contains("another garbage collection is running on this store"))
+        .collect();
+    assert_eq!((ran.len(), busy.len()), (1, 1), "{outs:?}");
+
+    // What the deleted image alone used is gone from the bucket; the tagged image is whole.
+    kept.pull_whole(&c, "team/kept", "v1").await.unwrap();
+    let b = Server::start_config(&storage);
+    kept.pull_whole(&b.client(), "team/kept", "v1").await.unwrap();
+    for blob in &gone.blobs {
+        let r = b.client().get(&format!("/v2/team/gone/blobs/{}", blob.digest)).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "blob {} of the deleted image", blob.digest);
+    }
+    let report = String::from_utf8_lossy(&ran[0].stdout).to_string();
+    assert!(report.contains("blobs"), "{report}");
+}
