@@ -210,7 +210,14 @@ impl App {
         };
         let registry = registry
             .with_tag_policy(tag_policy(&settings.config).map_err(AppError::Setup)?)
-            .with_retention(retention(&settings.config).map_err(AppError::Setup)?);
+            .with_retention(retention(&settings.config).map_err(AppError::Setup)?)
+            .with_blob_redirects(
+                settings
+                    .config
+                    .storage
+                    .blob_redirects()
+                    .map_err(|e| AppError::Setup(format!("storage.redirect_expiry: {e}")))?,
+            );
         let webhooks = crate::events::Webhooks::from_config(
             core.store.clone(),
             &settings.config.webhooks,

@@ -28,7 +28,15 @@ pub async fn get(
         ];
         return Ok(respond(200, &hdrs, Body::empty()));
     }
-    let reader = reg.blob_open(repo, ns, digest, headers::range(h)).await?;
+    let range = headers::range(h);
+    if range.is_none() {
+        if let Some(url) = reg.blob_redirect(repo, ns, digest).await? {
+            // The object store serves the bytes; the digest header still comes from us.
+            let hdrs = [("location", url), (CONTENT_DIGEST, d.clone()), ("cache-control", "no-store".to_owned())];
+            return Ok(respond(307, &hdrs, Body::empty()));
+        }
+    }
+    let reader = reg.blob_open(repo, ns, digest, range).await?;
     let size = reader.meta.size;
     let mut hdrs = vec![
         ("content-type", "application/octet-stream".to_owned()),

@@ -270,6 +270,11 @@ pub struct StorageConfig {
     pub access_key_id: Option<String>,
     /// `secret_access_key`: with `access_key_id`; never printed.
     pub secret_access_key: Option<String>,
+    /// `redirect = true`: answer blob GETs with a `307` to a presigned URL of the bucket, so clients fetch
+    /// the bytes from the object store directly (clients must reach the endpoint). Default: stream.
+    pub redirect: bool,
+    /// `redirect_expiry = "20m"`: how long a presigned URL stays valid (at most 7 days).
+    pub redirect_expiry: String,
     /// `upload_expiry = "24h"`: an upload session that receives no bytes for this long is forgotten and its
     /// bytes removed, so abandoned pushes do not fill the disk (`90s`, `30m`, `6h`, `1d`).
     pub upload_expiry: String,
@@ -290,6 +295,8 @@ impl Default for StorageConfig {
             path_style: false,
             access_key_id: None,
             secret_access_key: None,
+            redirect: false,
+            redirect_expiry: "20m".into(),
             upload_expiry: "24h".into(),
             max_uploads: 1000,
         }
@@ -308,6 +315,8 @@ impl std::fmt::Debug for StorageConfig {
             .field("path_style", &self.path_style)
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
+            .field("redirect", &self.redirect)
+            .field("redirect_expiry", &self.redirect_expiry)
             .field("upload_expiry", &self.upload_expiry)
             .field("max_uploads", &self.max_uploads)
             .finish()
@@ -315,6 +324,18 @@ impl std::fmt::Debug for StorageConfig {
 }
 
 impl StorageConfig {
+    /// How long presigned blob URLs live when `redirect` is on (`None`: blobs stream through Wharf).
+    pub fn blob_redirects(&self) -> Result<Option<std::time::Duration>, String> {
+        if !self.redirect || self.backend != StorageBackend::S3 {
+            return Ok(None);
+        }
+        let d = self::sync::parse_every(&self.redirect_expiry)?;
+        if d > std::time::Duration::from_secs(7 * 24 * 3600) {
+            return Err("at most 7d (the longest an S3 presigned URL lives)".into());
+        }
+        Ok(Some(d))
+    }
+
     /// `upload_expiry` as a duration (validated by [`Config::validate`]).
     pub fn upload_expiry(&self) -> Result<std::time::Duration, String> {
         self::sync::parse_every(&self.upload_expiry)
@@ -340,6 +361,7 @@ impl StorageConfig {
                     ("prefix", self.prefix.is_some()),
                     ("access_key_id", self.access_key_id.is_some()),
                     ("secret_access_key", self.secret_access_key.is_some()),
+                    ("redirect", self.redirect),
                 ] {
                     if set {
                         out.push(issue(key, "only used with backend = \"s3\""));
@@ -369,6 +391,9 @@ impl StorageConfig {
                     if p.starts_with('/') || p.split('/').any(|seg| seg == "." || seg == "..") {
                         out.push(issue("prefix", "must be a relative key prefix such as \"prod/\""));
                     }
+                }
+                if let Err(reason) = self.blob_redirects() {
+                    out.push(issue("redirect_expiry", &reason));
                 }
                 if self.access_key_id.is_some() != self.secret_access_key.is_some() {
                     out.push(issue(
@@ -646,6 +671,11 @@ mod tests {
         );
         assert_eq!(keys("[storage]\nbucket = \"b\"\n"), ["storage.bucket"], "S3 keys without backend = s3");
         assert!(Config::parse("[storage]\nbackend = \"gcs\"\n", Path::new("f")).is_err());
+        assert_eq!(
+            keys("[storage]\nbackend = \"s3\"\nbucket = \"b\"\nredirect = true\nredirect_expiry = \"8d\"\n"),
+            ["storage.redirect_expiry"]
+        );
+        assert_eq!(keys("[storage]\nredirect = true\n"), ["storage.redirect"]);
     }
 
     #[test]

@@ -80,6 +80,17 @@ impl Mirror {
         answer
     }
 
+    /// Whether the blob is cached and visible for this route; a hit is counted and noted for the cache
+    /// budget like a local read (the caller redirects the client to the store instead of streaming).
+    pub async fn cached_hit(&self, route: &MirrorRoute, digest: &Digest) -> Result<bool, MirrorError> {
+        if !self.cached(route, digest).await? {
+            return Ok(false);
+        }
+        bump(&self.upstream(route.upstream).stats.hits);
+        self.touch(&route.local, digest);
+        Ok(true)
+    }
+
     async fn blob_answer(
         &self,
         route: &MirrorRoute,

@@ -130,6 +130,26 @@ impl Registry {
             .ok_or_else(|| Error::BlobUnknown { repo: repo.clone(), digest: digest.clone() })
     }
 
+    /// Where to send a client for the whole blob instead of streaming it (`[storage] redirect`): a presigned
+    /// URL of the object store, once the blob is known to be visible in the repository. `None` streams.
+    /// Blobs a mirror has not cached yet are streamed (the fill goes on as usual).
+    pub async fn blob_redirect(&self, repo: &RepoName, ns: Option<&str>, digest: &Digest) -> Result<Option<String>> {
+        let Some(expiry) = self.blob_redirects else { return Ok(None) };
+        match self.source(repo, ns).await? {
+            Source::Hosted(r) => {
+                self.hosted_blob_stat(&r, digest, false).await?;
+            }
+            Source::Mirror(m) => {
+                let mirror = self.mirror.as_ref().expect("mirror routes exist only with a mirror");
+                if !mirror.cached_hit(&m, digest).await? {
+                    return Ok(None);
+                }
+            }
+            Source::Nothing(repo) => return Err(Error::BlobUnknown { repo, digest: digest.clone() }),
+        }
+        Ok(self.store.blob_url(digest, expiry).await?)
+    }
+
     async fn mirrored_blob_open(
         &self,
         m: &MirrorRoute,

@@ -108,6 +108,8 @@ pub struct Registry {
     tag_policy: Arc<tags::TagPolicy>,
     retention: Arc<retention::Retention>,
     events: crate::events::Events,
+    /// Answer blob GETs with a redirect to a presigned object-store URL valid this long (`None`: stream).
+    blob_redirects: Option<std::time::Duration>,
 }
 
 impl Registry {
@@ -120,12 +122,20 @@ impl Registry {
             tag_policy: Default::default(),
             retention: Default::default(),
             events: Default::default(),
+            blob_redirects: None,
         }
     }
 
     /// Apply `[[tags]]` rules and the `[history] keep` bound to hosted tags.
     pub fn with_tag_policy(mut self, policy: tags::TagPolicy) -> Self {
         self.tag_policy = Arc::new(policy);
+        self
+    }
+
+    /// Send blob GETs (whole blobs, hosted or cached) to the object store with a presigned URL valid for
+    /// `expiry`, when the store can make one: clients then fetch from the store directly.
+    pub fn with_blob_redirects(mut self, expiry: Option<std::time::Duration>) -> Self {
+        self.blob_redirects = expiry;
         self
     }
 
@@ -149,6 +159,7 @@ impl Registry {
             tag_policy: Default::default(),
             retention: Default::default(),
             events: Default::default(),
+            blob_redirects: None,
         }
     }
 

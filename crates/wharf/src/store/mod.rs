@@ -451,6 +451,11 @@ pub trait ContentStore: Send + Sync + 'static {
     }
     /// Remove a blob from the global pool.
     async fn blob_delete(&self, digest: &Digest) -> Result<bool, StoreError>;
+    /// A URL a client can GET the committed blob from directly for `expires` (a presigned object-store
+    /// URL), or `None` when the back-end has no such thing (the blob is then streamed through Wharf).
+    async fn blob_url(&self, _digest: &Digest, _expires: Duration) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 
     // --- per-repository blob links (visibility) ---
     /// Make a committed blob visible in a repository. Fails with `BlobUnknown` when the pool does not hold the

@@ -69,6 +69,8 @@ pub struct S3Settings {
 /// [`ContentStore`] over an S3-compatible bucket.
 pub struct S3Store {
     store: Arc<dyn ObjectStore>,
+    /// Signs presigned GET URLs for blob redirects (the same client as `store`).
+    signer: Option<Arc<object_store::aws::AmazonS3>>,
     /// Key prefix with no leading or trailing `/` (empty for the bucket's root).
     prefix: String,
     limits: UploadLimits,
@@ -119,14 +121,17 @@ impl S3Store {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
         }
         b = b.with_virtual_hosted_style_request(!settings.path_style);
-        let store = b.build().map_err(|e| format!("storage: cannot set up the S3 client: {e}"))?;
-        Ok(S3Store::over(Arc::new(store), &settings.prefix, limits))
+        let s3 = Arc::new(b.build().map_err(|e| format!("storage: cannot set up the S3 client: {e}"))?);
+        let mut store = S3Store::over(s3.clone(), &settings.prefix, limits);
+        store.signer = Some(s3);
+        Ok(store)
     }
 
     /// A store over any object store (tests, other providers later).
     pub fn over(store: Arc<dyn ObjectStore>, prefix: &str, limits: UploadLimits) -> S3Store {
         S3Store {
             store,
+            signer: None,
             prefix: prefix.trim_matches('/').to_owned(),
             limits,
             repo_locks: RepoLocks::default(),
@@ -487,6 +492,15 @@ impl ContentStore for S3Store {
         let existed = self.delete_existing(&Self::blob_key(digest)).await?;
         self.delete(&Self::touch_key(digest)).await?;
         Ok(existed)
+    }
+
+    async fn blob_url(&self, digest: &Digest, expires: std::time::Duration) -> Result<Option<String>, StoreError> {
+        use object_store::signer::Signer;
+        let Some(signer) = &self.signer else { return Ok(None) };
+        let rel = Self::blob_key(digest);
+        let url =
+            signer.signed_url(reqwest::Method::GET, &self.key(&rel), expires).await.map_err(|e| io_error(&rel, e))?;
+        Ok(Some(url.to_string()))
     }
 
     async fn blob_link(&self, repo: &RepoName, digest: &Digest) -> Result<(), StoreError> {

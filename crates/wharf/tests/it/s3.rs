@@ -312,3 +312,62 @@ async fn one_collector_among_replicas_and_it_frees_what_nothing_uses() {
     let report = String::from_utf8_lossy(&ran[0].stdout).to_string();
     assert!(report.contains("blobs"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blob_gets_redirect_to_presigned_urls_when_asked() {
+    let Some(garage) = Garage::start() else { return };
+    let hub = Server::start();
+    let upstream_img = multi_arch(31, &PLATFORMS[..1], false, 16 * 1024);
+    upstream_img.push(&hub.client(), "library/up", "v1").await;
+    let config = format!(
+        "{}redirect = true\nredirect_expiry = \"5m\"\n\n[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n",
+        garage.storage("redirect/"),
+        hub.url
+    );
+    let s = Server::start_config(&config);
+    let c = s.client();
+    let img = multi_arch(32, &PLATFORMS[..2], false, 64 * 1024);
+    img.push(&c, "team/app", "v1").await;
+    let no_follow = Client {
+        base: s.url.clone(),
+        http: crate::common::http().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+    };
+    let plain = crate::common::http().build().unwrap();
+    let endpoint = &garage.env["S3_ENDPOINT"];
+    for blob in &img.blobs {
+        let r = no_follow.get(&format!("/v2/team/app/blobs/{}", blob.digest)).await;
+        assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(r.header("docker-content-digest"), Some(blob.digest.to_string()));
+        let to = r.header("location").unwrap();
+        assert!(to.starts_with(endpoint.as_str()) && to.contains("X-Amz-Signature="), "{to}");
+        // The URL alone (no credentials of ours) fetches exactly the blob from the object store.
+        let bytes = plain.get(&to).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(oci::Digest::sha256_of(&bytes), blob.digest);
+    }
+    // Ranges and HEAD are answered here; a blob the repository does not have is not redirected anywhere.
+    let first = &img.blobs[0];
+    let r = no_follow
+        .req(Method::GET, &format!("/v2/team/app/blobs/{}", first.digest), &[("range", "bytes=0-9")], None)
+        .await;
+    assert_eq!((r.status, &r.body[..]), (StatusCode::PARTIAL_CONTENT, &first.bytes[..10]));
+    let r = no_follow.req(Method::HEAD, &format!("/v2/team/app/blobs/{}", first.digest), &[], None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = no_follow.get(&format!("/v2/team/other/blobs/{}", first.digest)).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    // Clients follow the redirect: a whole pull, and skopeo.
+    img.pull_whole(&c, "team/app", "v1").await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut cmd = crate::external::require_tool("skopeo", "skopeo");
+    cmd.args(["--insecure-policy", "copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/team/app:v1", s.addr))
+        .arg(format!("oci:{}:v1", out.path().display()));
+    let o = output_within(&mut cmd, std::time::Duration::from_secs(300));
+    assert!(o.status.success(), "skopeo through redirects: {}", String::from_utf8_lossy(&o.stderr));
+
+    // A mirror streams what it has not cached yet, then redirects.
+    let blob = &upstream_img.blobs[0];
+    let path = format!("/v2/docker.io/library/up/blobs/{}", blob.digest);
+    upstream_img.pull_whole(&c, "docker.io/library/up", "v1").await.unwrap();
+    let r = no_follow.get(&path).await;
+    assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT, "cached now");
+}
