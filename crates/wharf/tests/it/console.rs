@@ -196,8 +196,19 @@ async fn chromium_browses_the_console_and_deletes_a_tag() {
     // Delete a tag through the form; the registry agrees.
     b.go(&format!("{}/ui/tags/team/app", s.url)).await;
     b.click("#tags tr[data-tag='v0'] button").await;
+    // The click returns once the form is submitted, perhaps before the page it redirects to has loaded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while s.client().get("/v2/team/app/manifests/v0").await.status != 404 {
+        assert!(std::time::Instant::now() < deadline, "the tag was never deleted");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The tags page the form leads back to, loaded, without the row.
+    while b.find("#tags").await.is_empty() || !b.find("#tags tr[data-tag='v0']").await.is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the row is gone");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(b.find("#tags tr[data-tag='v1']").await.len() == 1, "the other tags stay");
     assert!(b.url().await.ends_with("/ui/tags/team/app"));
-    assert!(b.find("#tags tr[data-tag='v0']").await.is_empty(), "the row is gone");
     assert_eq!(s.client().get("/v2/team/app/manifests/v0").await.status, 404);
     let h = s.client().get("/_wharf/history/team/app/v0").await.json();
     assert_eq!(h["events"].as_array().unwrap().last().unwrap()["source"], "console:anonymous", "{h}");
