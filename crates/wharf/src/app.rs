@@ -55,6 +55,46 @@ pub fn upload_limits(settings: &Settings) -> Result<UploadLimits, AppError> {
     Ok(UploadLimits { expiry, max_open: storage.max_uploads, ..UploadLimits::default() })
 }
 
+/// Where the `[storage]` bucket is.
+fn s3_settings(storage: &crate::config::StorageConfig) -> S3Settings {
+    S3Settings {
+        bucket: storage.bucket.clone().unwrap_or_default(),
+        endpoint: storage.endpoint.clone(),
+        region: storage.region.clone(),
+        prefix: storage.prefix.clone().unwrap_or_default(),
+        path_style: storage.path_style,
+        credentials: storage.access_key_id.clone().zip(storage.secret_access_key.clone()),
+    }
+}
+
+/// On object storage, find out whether the server honours conditional writes and say what replicas can
+/// rely on: without them, two replicas moving one tag at the same moment both succeed.
+async fn report_store_consistency(settings: &Settings) -> std::io::Result<()> {
+    let storage = &settings.config.storage;
+    if storage.backend != StorageBackend::S3 {
+        return Ok(());
+    }
+    let probe = S3Store::connect(&s3_settings(storage), UploadLimits::default()).map_err(std::io::Error::other)?;
+    match probe.honours_conditional_writes().await {
+        Ok(true) => tracing::info!(
+            "the object store honours conditional writes (If-None-Match); Wharf does not use them for tags yet: \
+             compare-and-swap on tags holds within one replica, and one collector runs at a time through the \
+             store's lease"
+        ),
+        Ok(false) => tracing::warn!(
+            "the object store ignores conditional writes (If-None-Match/If-Match): compare-and-swap on tags \
+             (If-Match, If-None-Match, wharf tag set --expect) holds within one replica only; two replicas \
+             moving one tag at the same moment both succeed and the last write wins. Send tag writes for a \
+             repository through one replica where that matters. Garbage collection still runs one at a time \
+             (a timed lease that needs no conditional writes)."
+        ),
+        Err(e) => {
+            return Err(std::io::Error::other(format!("the content store does not answer: {e}")));
+        }
+    }
+    Ok(())
+}
+
 /// Open the configured content store: the data directory (default) or the S3 bucket of `[storage]`.
 pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn ContentStore>, AppError> {
     let storage = &settings.config.storage;
@@ -69,15 +109,7 @@ pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn Content
                 std::fs::create_dir_all(&settings.data_dir)
                     .map_err(|source| StoreError::Io { path: settings.data_dir.display().to_string(), source })?;
             }
-            let s3 = S3Settings {
-                bucket: storage.bucket.clone().unwrap_or_default(),
-                endpoint: storage.endpoint.clone(),
-                region: storage.region.clone(),
-                prefix: storage.prefix.clone().unwrap_or_default(),
-                path_style: storage.path_style,
-                credentials: storage.access_key_id.clone().zip(storage.secret_access_key.clone()),
-            };
-            Arc::new(S3Store::connect(&s3, upload_limits(settings)?).map_err(AppError::Setup)?)
+            Arc::new(S3Store::connect(&s3_settings(storage), upload_limits(settings)?).map_err(AppError::Setup)?)
         }
     })
 }
@@ -271,6 +303,7 @@ impl App {
         // TLS files are checked before binding, so a bad certificate never leaves a port half-open.
         let tls = crate::tls::load_configured(self.settings.config.server.tls.as_ref())?;
         // What crashed or abandoned clients left: expired upload sessions, scratch of processes that are gone.
+        report_store_consistency(&self.settings).await?;
         // Also the first request to the store: a wrong bucket, endpoint or key stops start-up here.
         let swept = self
             .core

@@ -139,6 +139,25 @@ impl S3Store {
         }
     }
 
+    /// Whether the server honours `If-None-Match: *` on PUT (S3 conditional writes): two creates of one
+    /// probe object, the second must be refused. Garage, for one, accepts both.
+    pub async fn honours_conditional_writes(&self) -> Result<bool, StoreError> {
+        use object_store::{PutMode, PutOptions};
+        let mut id = [0u8; 8];
+        getrandom::getrandom(&mut id).expect("the OS random source is available");
+        let rel = format!("probe/conditional-{}", hex::encode(id));
+        let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
+        let key = self.key(&rel);
+        self.store.put_opts(&key, PutPayload::from_static(b"1"), create()).await.map_err(|e| io_error(&rel, e))?;
+        let second = self.store.put_opts(&key, PutPayload::from_static(b"2"), create()).await;
+        self.delete(&rel).await?;
+        match second {
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(true),
+            Ok(_) | Err(object_store::Error::NotImplemented) => Ok(false),
+            Err(e) => Err(io_error(&rel, e)),
+        }
+    }
+
     fn key(&self, rel: &str) -> Key {
         if self.prefix.is_empty() {
             Key::from(rel)

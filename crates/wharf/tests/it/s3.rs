@@ -371,3 +371,34 @@ async fn blob_gets_redirect_to_presigned_urls_when_asked() {
     let r = no_follow.get(&path).await;
     assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT, "cached now");
 }
+
+#[test]
+fn start_up_says_what_replicas_can_rely_on_when_the_store_ignores_conditional_writes() {
+    use std::io::{BufRead, Read};
+    let Some(garage) = Garage::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("wharf.toml");
+    std::fs::write(&cfg, garage.storage("probe/")).unwrap();
+    let mut cmd = Command::new(crate::common::wharf_bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env_remove("WHARF_CONFIG")
+        .env_remove("WHARF_LISTEN")
+        .env_remove("WHARF_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    crate::common::die_with_parent(&mut cmd);
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("wharf listening on"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    // Garage accepts a second If-None-Match create: the weaker guarantee is stated, once, at start-up.
+    assert!(log.contains("ignores conditional writes") && log.contains("within one replica only"), "{log}");
+}
