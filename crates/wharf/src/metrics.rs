@@ -41,6 +41,13 @@ impl Metrics {
         );
         out.push_str("# TYPE wharf_blob_sendfile_bytes_total counter\n");
         let _ = writeln!(out, "wharf_blob_sendfile_bytes_total {}", crate::zero_copy::sendfile_bytes());
+        out.push_str(
+            "# HELP wharf_s3_requests_total Requests to the S3 object store by kind (0 on the filesystem store).\n",
+        );
+        out.push_str("# TYPE wharf_s3_requests_total counter\n");
+        for (op, n) in crate::store::s3::request_counts() {
+            let _ = writeln!(out, "wharf_s3_requests_total{{op=\"{op}\"}} {n}");
+        }
         let gc = &self.gc;
         let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
         let gc_counters = [

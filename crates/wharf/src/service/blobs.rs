@@ -122,12 +122,14 @@ impl Registry {
         digest: &Digest,
         range: Option<RangeRequest>,
     ) -> Result<BlobReader> {
-        let meta = self.hosted_blob_stat(repo, digest, false).await?;
-        let range = range.map(|r| r.resolve(meta.size)).transpose()?;
-        self.store
-            .blob_open(digest, range)
-            .await?
-            .ok_or_else(|| Error::BlobUnknown { repo: repo.clone(), digest: digest.clone() })
+        let unknown = || Error::BlobUnknown { repo: repo.clone(), digest: digest.clone() };
+        let range = match range {
+            // A range is checked against the size first; a whole blob's open says its size itself.
+            Some(r) => Some(r.resolve(self.hosted_blob_stat(repo, digest, false).await?.size)?),
+            None if self.store.blob_linked(repo, digest).await? => None,
+            None => return Err(unknown()),
+        };
+        self.store.blob_open(digest, range).await?.ok_or_else(unknown)
     }
 
     /// Where to send a client for the whole blob instead of streaming it (`[storage] redirect`): a presigned

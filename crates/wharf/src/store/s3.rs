@@ -91,6 +91,123 @@ struct SessionState {
     sha256: Option<Digest>,
 }
 
+/// Kinds of S3 request, as `/metrics` counts them.
+const OPS: [&str; 10] = [
+    "head",
+    "get",
+    "put",
+    "delete",
+    "list",
+    "copy",
+    "multipart_create",
+    "multipart_part",
+    "multipart_complete",
+    "multipart_abort",
+];
+
+/// S3 requests this process made, by [`OPS`] index (one store per process; read by `/metrics`).
+static REQUESTS: [std::sync::atomic::AtomicU64; 10] = [const { std::sync::atomic::AtomicU64::new(0) }; 10];
+
+fn count(op: &str) {
+    if let Some(i) = OPS.iter().position(|o| *o == op) {
+        REQUESTS[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// S3 requests made so far by kind (a listing counts once per call, whatever its pages).
+pub fn request_counts() -> Vec<(&'static str, u64)> {
+    OPS.iter().zip(&REQUESTS).map(|(op, n)| (*op, n.load(std::sync::atomic::Ordering::Relaxed))).collect()
+}
+
+/// The object store client with every request counted (the signer is not: signing makes no request).
+#[derive(Debug)]
+struct Counted(Arc<dyn ObjectStore>);
+
+impl std::fmt::Display for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "counted {}", self.0)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for Counted {
+    async fn put_opts(
+        &self,
+        location: &Key,
+        payload: PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        count("put");
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Key,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        count("multipart_create");
+        Ok(Box::new(CountedUpload(self.0.put_multipart_opts(location, opts).await?)))
+    }
+
+    async fn get_opts(&self, location: &Key, options: GetOptions) -> object_store::Result<object_store::GetResult> {
+        count(if options.head { "head" } else { "get" });
+        self.0.get_opts(location, options).await
+    }
+
+    async fn head(&self, location: &Key) -> object_store::Result<ObjectMeta> {
+        count("head");
+        self.0.head(location).await
+    }
+
+    async fn delete(&self, location: &Key) -> object_store::Result<()> {
+        count("delete");
+        self.0.delete(location).await
+    }
+
+    fn list(&self, prefix: Option<&Key>) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectMeta>> {
+        count("list");
+        self.0.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Key>) -> object_store::Result<object_store::ListResult> {
+        count("list");
+        self.0.list_with_delimiter(prefix).await
+    }
+
+    async fn copy(&self, from: &Key, to: &Key) -> object_store::Result<()> {
+        count("copy");
+        self.0.copy(from, to).await
+    }
+
+    async fn copy_if_not_exists(&self, from: &Key, to: &Key) -> object_store::Result<()> {
+        count("copy");
+        self.0.copy_if_not_exists(from, to).await
+    }
+}
+
+/// A multipart upload with its requests counted.
+#[derive(Debug)]
+struct CountedUpload(Box<dyn object_store::MultipartUpload>);
+
+#[async_trait]
+impl object_store::MultipartUpload for CountedUpload {
+    fn put_part(&mut self, data: PutPayload) -> object_store::UploadPart {
+        count("multipart_part");
+        self.0.put_part(data)
+    }
+
+    async fn complete(&mut self) -> object_store::Result<object_store::PutResult> {
+        count("multipart_complete");
+        self.0.complete().await
+    }
+
+    async fn abort(&mut self) -> object_store::Result<()> {
+        count("multipart_abort");
+        self.0.abort().await
+    }
+}
+
 fn io_error(key: &str, e: object_store::Error) -> StoreError {
     StoreError::Io { path: key.to_owned(), source: std::io::Error::other(e.to_string()) }
 }
@@ -122,7 +239,7 @@ impl S3Store {
         }
         b = b.with_virtual_hosted_style_request(!settings.path_style);
         let s3 = Arc::new(b.build().map_err(|e| format!("storage: cannot set up the S3 client: {e}"))?);
-        let mut store = S3Store::over(s3.clone(), &settings.prefix, limits);
+        let mut store = S3Store::over(Arc::new(Counted(s3.clone())), &settings.prefix, limits);
         store.signer = Some(s3);
         Ok(store)
     }
@@ -323,20 +440,6 @@ impl S3Store {
         }
     }
 
-    /// A stream of the object's bytes (or of a range), `None` when it is gone.
-    async fn open(&self, rel: &str, range: Option<ByteRange>) -> Result<Option<ByteStream>, StoreError> {
-        let opts = GetOptions { range: range.map(|r| GetRange::Bounded(r.start..r.end + 1)), ..Default::default() };
-        match self.store.get_opts(&self.key(rel), opts).await {
-            Ok(r) => {
-                let key = rel.to_owned();
-                let s = r.into_stream().map_err(move |e| std::io::Error::other(format!("{key}: {e}")));
-                Ok(Some(Box::pin(s)))
-            }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(io_error(rel, e)),
-        }
-    }
-
     async fn session(&self, id: &UploadId) -> Result<SessionState, StoreError> {
         let rel = format!("uploads/{}/state", id.as_str());
         let unknown = || StoreError::UploadUnknown(id.as_str().to_owned());
@@ -476,10 +579,19 @@ impl ContentStore for S3Store {
     }
 
     async fn blob_open(&self, digest: &Digest, range: Option<ByteRange>) -> Result<Option<BlobReader>, StoreError> {
+        // One GET: its answer carries the whole object's size (Content-Length, or Content-Range for a range).
         let rel = Self::blob_key(digest);
-        let Some(meta) = self.head(&rel).await? else { return Ok(None) };
-        let Some(body) = self.open(&rel, range).await? else { return Ok(None) };
-        Ok(Some(BlobReader { meta: BlobMeta { digest: digest.clone(), size: meta.size }, range, body }))
+        let opts = GetOptions { range: range.map(|r| GetRange::Bounded(r.start..r.end + 1)), ..Default::default() };
+        match self.store.get_opts(&self.key(&rel), opts).await {
+            Ok(r) => {
+                let size = r.meta.size;
+                let key = rel.clone();
+                let body = r.into_stream().map_err(move |e| std::io::Error::other(format!("{key}: {e}")));
+                Ok(Some(BlobReader { meta: BlobMeta { digest: digest.clone(), size }, range, body: Box::pin(body) }))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(io_error(&rel, e)),
+        }
     }
 
     async fn blob_put(&self, expected: &Digest, size: Option<u64>, body: ByteStream) -> Result<BlobMeta, StoreError> {
@@ -502,9 +614,8 @@ impl ContentStore for S3Store {
             self.put(&Self::touch_key(expected), Bytes::new()).await?;
             return Ok(BlobMeta { digest: expected.clone(), size: m.size });
         }
-        let meta = self.write_verified(&rel, expected, size, body).await?;
-        self.put(&Self::touch_key(expected), Bytes::new()).await?;
-        Ok(meta)
+        // A new object's own time is the pool time: no touch marker needed yet.
+        self.write_verified(&rel, expected, size, body).await
     }
 
     async fn blob_delete(&self, digest: &Digest) -> Result<bool, StoreError> {
@@ -753,9 +864,7 @@ impl ContentStore for S3Store {
             self.write_verified(&target, expected, Some(state.size), Box::pin(body)).await
         };
         self.remove_session(id.as_str()).await?;
-        let meta = result?;
-        self.put(&Self::touch_key(expected), Bytes::new()).await?;
-        Ok(meta)
+        result
     }
 
     async fn upload_abort(&self, id: &UploadId) -> Result<(), StoreError> {

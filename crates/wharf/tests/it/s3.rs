@@ -402,3 +402,46 @@ fn start_up_says_what_replicas_can_rely_on_when_the_store_ignores_conditional_wr
     // Garage accepts a second If-None-Match create: the weaker guarantee is stated, once, at start-up.
     assert!(log.contains("ignores conditional writes") && log.contains("within one replica only"), "{log}");
 }
+
+/// `wharf_s3_requests_total` summed over kinds, and by kind.
+async fn s3_requests(s: &Server) -> (u64, String) {
+    let text = s.client().get("/metrics").await.body;
+    let text = String::from_utf8_lossy(&text).to_string();
+    let mut total = 0;
+    let mut by = Vec::new();
+    for line in text.lines().filter(|l| l.starts_with("wharf_s3_requests_total{")) {
+        let (name, n) = line.rsplit_once(' ').unwrap();
+        let n: u64 = n.parse().unwrap();
+        total += n;
+        if n > 0 {
+            by.push(format!("{}={n}", name.split('"').nth(1).unwrap()));
+        }
+    }
+    (total, by.join(" "))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_requests_per_pull_and_push_are_counted() {
+    let Some(garage) = Garage::start() else { return };
+    let s = Server::start_config(&garage.storage("count/"));
+    let c = s.client();
+    let img = multi_arch(41, &PLATFORMS[..2], false, 16 * 1024);
+    let (before, _) = s3_requests(&s).await;
+    img.push(&c, "team/app", "v1").await;
+    let (after_push, by_push) = s3_requests(&s).await;
+    img.pull_whole(&c, "team/app", "v1").await.unwrap();
+    let (after_first, _) = s3_requests(&s).await;
+    img.pull_whole(&c, "team/app", "v1").await.unwrap();
+    let (after_second, by_pull) = s3_requests(&s).await;
+    // The pull: 1 index + 2 manifests + 4 blobs = 7 registry requests.
+    let http = 1 + img.manifests.len() + img.blobs.len();
+    let pushes = img.blobs.len() + img.manifests.len() + 1;
+    println!(
+        "S3 requests: push of {pushes} objects {} ({by_push}); warm pull of {http} requests {} (cumulative {by_pull})",
+        after_push - before,
+        after_second - after_first
+    );
+    // Warm: a manifest is one GET (two by tag), a blob its link HEAD and one GET; nothing redundant.
+    let warm = after_second - after_first;
+    assert!(warm > 0 && warm <= 2 * http as u64, "{warm} S3 requests for {http} registry requests ({by_pull})");
+}
