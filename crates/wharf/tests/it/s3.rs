@@ -61,6 +61,28 @@ impl Garage {
     }
 }
 
+/// `wharf ARGS --data-dir <own dir> --config <file holding toml>` with no `WHARF_*` settings from the
+/// environment, warnings only, stdout and stderr piped (another machine's process on the shared bucket).
+fn wharf_with(toml: &str, args: &[&str]) -> Command {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let cfg = dir.join("wharf.toml");
+    std::fs::write(&cfg, toml).unwrap();
+    let mut cmd = Command::new(crate::common::wharf_bin());
+    cmd.args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env_remove("WHARF_CONFIG")
+        .env_remove("WHARF_LISTEN")
+        .env_remove("WHARF_DATA_DIR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    crate::common::die_with_parent(&mut cmd);
+    cmd
+}
+
 #[test]
 fn conformance_suites_pass_on_s3() {
     let Some(garage) = Garage::start() else { return };
@@ -176,18 +198,7 @@ fn a_wrong_key_stops_start_up_naming_the_store() {
     let Some(garage) = Garage::start() else { return };
     let secret = &garage.env["AWS_SECRET_ACCESS_KEY"];
     let storage = garage.storage("x/").replace(secret.as_str(), &"0".repeat(secret.len()));
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("wharf.toml");
-    std::fs::write(&cfg, storage).unwrap();
-    let mut cmd = Command::new(crate::common::wharf_bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .env_remove("WHARF_CONFIG")
-        .env_remove("WHARF_LISTEN")
-        .env_remove("WHARF_DATA_DIR");
+    let mut cmd = wharf_with(&storage, &["serve", "--listen", "127.0.0.1:0"]);
     let out = output_within(&mut cmd, std::time::Duration::from_secs(120));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "must not serve with a wrong key: {stderr}");
@@ -260,22 +271,9 @@ async fn killing_a_replica_mid_push_loses_nothing_it_acknowledged() {
 
 /// `wharf gc` with the shared bucket configuration and a data directory of its own (another machine).
 fn gc_on(storage: &str, extra: &[&str]) -> std::process::Child {
-    let dir = tempfile::tempdir().unwrap().keep();
-    let cfg = dir.join("wharf.toml");
-    std::fs::write(&cfg, storage).unwrap();
-    let mut cmd = Command::new(crate::common::wharf_bin());
-    cmd.args(["gc", "--data-dir"])
-        .arg(dir.join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .env_remove("WHARF_CONFIG")
-        .env_remove("WHARF_LISTEN")
-        .env_remove("WHARF_DATA_DIR")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    cmd.spawn().unwrap()
+    let mut args = vec!["gc"];
+    args.extend_from_slice(extra);
+    wharf_with(storage, &args).spawn().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -376,21 +374,7 @@ async fn blob_gets_redirect_to_presigned_urls_when_asked() {
 fn start_up_says_what_replicas_can_rely_on_when_the_store_ignores_conditional_writes() {
     use std::io::{BufRead, Read};
     let Some(garage) = Garage::start() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("wharf.toml");
-    std::fs::write(&cfg, garage.storage("probe/")).unwrap();
-    let mut cmd = Command::new(crate::common::wharf_bin());
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("RUST_LOG", "warn")
-        .env_remove("WHARF_CONFIG")
-        .env_remove("WHARF_LISTEN")
-        .env_remove("WHARF_DATA_DIR")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    crate::common::die_with_parent(&mut cmd);
+    let mut cmd = wharf_with(&garage.storage("probe/"), &["serve", "--listen", "127.0.0.1:0"]);
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
