@@ -429,3 +429,50 @@ async fn s3_requests_per_pull_and_push_are_counted() {
     let warm = after_second - after_first;
     assert!(warm > 0 && warm <= 2 * http as u64, "{warm} S3 requests for {http} registry requests ({by_pull})");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_on_one_machine_fills_the_cache_every_replica_serves() {
+    let Some(garage) = Garage::start() else { return };
+    let hub = Server::start();
+    let img = multi_arch(51, &PLATFORMS[..2], false, 24 * 1024);
+    img.push(&hub.client(), "library/base", "1.0.0").await;
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\n\n[[sync]]\nupstream = \"docker.io\"\n\
+         repository = \"library/base\"\ntags = [\"1.0.0\"]\n",
+        garage.storage("sync/"),
+        hub.url
+    );
+    let out = output_within(&mut wharf_with(&config, &["sync"]), std::time::Duration::from_secs(120));
+    assert!(out.status.success(), "wharf sync: {}", String::from_utf8_lossy(&out.stderr));
+    drop(hub);
+    // A replica that never saw the upstream serves the synced image whole.
+    let s = Server::start_config(&config);
+    img.pull_whole(&s.client(), "docker.io/library/base", "1.0.0").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_filling_one_blob_at_once_store_it_once_verified() {
+    let Some(garage) = Garage::start() else { return };
+    let hub = Server::start();
+    let img = multi_arch(52, &PLATFORMS[..1], false, 6 * 1024 * 1024);
+    img.push(&hub.client(), "library/big", "v1").await;
+    let config = format!(
+        "{}\n[[upstream]]\nname = \"docker.io\"\nurl = \"{}\"\ndefault = true\n",
+        garage.storage("fill/"),
+        hub.url
+    );
+    let (a, b) = (Server::start_config(&config), Server::start_config(&config));
+    let layer = img.blobs.iter().max_by_key(|b| b.bytes.len()).unwrap();
+    let path = format!("/v2/docker.io/library/big/blobs/{}", layer.digest);
+    let (ca, cb) = (a.client(), b.client());
+    let (ra, rb) = tokio::join!(ca.get(&path), cb.get(&path));
+    for r in [&ra, &rb] {
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(oci::Digest::sha256_of(&r.body), layer.digest);
+    }
+    drop(hub);
+    // Both fills are done: a third replica reads the one object the bucket holds, bytes intact.
+    let c = Server::start_config(&config);
+    let r = c.client().get(&path).await;
+    assert_eq!((r.status, oci::Digest::sha256_of(&r.body)), (StatusCode::OK, layer.digest.clone()));
+}
