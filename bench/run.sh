@@ -12,12 +12,14 @@
 #   --no-build           don't run cargo; use $WHARF_BIN or $CARGO_TARGET_DIR/release/wharf
 #   --only NAME          benchmark only one registry (wharf | distribution); the
 #                        mirror/sync/auth sections then skip the other column
-#   --sections LIST      comma-separated subset of registry,mirror,sync,auth,tagrules,gc,ops
+#   --sections LIST      comma-separated subset of registry,mirror,sync,auth,tagrules,gc,ops,s3
 #                        (default all); auth: manifest GETs anonymous / Basic / Bearer and
 #                        token issue on auth-enabled servers started in that section;
 #                        gc: `wharf gc` on seeded stores (crates/wharf/examples/gc_seed.rs);
 #                        ops: console pages of a 10,000-tag repository, and `wharf bundle
-#                        export/import` vs skopeo and the disk (2 x 512 MiB layers, 256 in --quick)
+#                        export/import` vs skopeo and the disk (2 x 512 MiB layers, 256 in --quick);
+#                        s3: wharf on a throw-away Garage bucket (scripts/s3-server.sh) vs wharf on
+#                        the filesystem and vs Garage itself, and S3 requests per pull / push
 #   --gc-max BLOBS       largest store of the gc section's growth rows (default 100000;
 #                        1000000 adds the 1M-blob point, ~15-25 min of seeding more)
 #   --keep               keep the temp dir (data, logs) for inspection
@@ -25,7 +27,8 @@
 #                        idle (< 15 % CPU busy over 2 s), e.g. while cargo builds
 #
 # Environment: CARGO_TARGET_DIR (default /tmp/bench-target), WHARF_BIN, GC_SEED_BIN,
-# WHARF_RUST_LOG (RUST_LOG for the wharf server, default "warn").
+# WHARF_RUST_LOG (RUST_LOG for the wharf server, default "warn"); for the s3 section,
+# GARAGE_BIN / GARAGE_ROOT as scripts/s3-server.sh reads them.
 #
 # Everything listens on 127.0.0.1 with free ports, lives in a temp dir, and
 # every process started here is killed on exit.  The script never aborts on a
@@ -39,7 +42,7 @@ LIB=$BENCH_DIR/lib
 RESULTS_DIR=$BENCH_DIR/results
 REGCLIENT=(python3 "$LIB/regclient.py")
 
-QUICK=0 DO_BUILD=1 KEEP=0 ONLY="" SECTIONS=registry,mirror,sync,auth,tagrules,gc,ops WAIT_IDLE=0 GC_MAX=100000
+QUICK=0 DO_BUILD=1 KEEP=0 ONLY="" SECTIONS=registry,mirror,sync,auth,tagrules,gc,ops,s3 WAIT_IDLE=0 GC_MAX=100000
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -50,10 +53,10 @@ while [ $# -gt 0 ]; do
     --only) ONLY=${2:-}; shift
             case $ONLY in wharf|distribution) ;; *) echo "--only takes wharf or distribution" >&2; exit 2 ;; esac ;;
     --sections) SECTIONS=${2:-}; shift
-                for s in ${SECTIONS//,/ }; do case $s in registry|mirror|sync|auth|tagrules|gc|ops) ;; *) echo "--sections takes registry,mirror,sync,auth,tagrules,gc,ops" >&2; exit 2 ;; esac; done ;;
+                for s in ${SECTIONS//,/ }; do case $s in registry|mirror|sync|auth|tagrules|gc|ops|s3) ;; *) echo "--sections takes registry,mirror,sync,auth,tagrules,gc,ops,s3" >&2; exit 2 ;; esac; done ;;
     --gc-max) GC_MAX=${2:-}; shift
               [[ $GC_MAX =~ ^[0-9]+$ ]] || { echo "--gc-max takes a blob count" >&2; exit 2; } ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "unknown option: $1" >&2; exit 2 ;;
   esac
   shift
@@ -1888,6 +1891,368 @@ ops_table_rows() {
   )
 }
 
+# --------------------------------------------------------------------- s3 ---
+# Wharf on an S3-compatible bucket (section `s3`, wharf only): a throw-away Garage on loopback
+# (scripts/s3-server.sh, RUST_LOG=garage=warn), one `wharf serve` with `[storage] backend = "s3"` (prefix
+# bench/, path-style, streaming blob GETs: no redirect) and, for the manifest rows, one on the filesystem
+# back-end. The wharf column is Wharf on the bucket; the distribution column holds the reference of each row:
+# Wharf on the filesystem (manifest GETs), or Garage itself, reached with signed curl requests (blob GET and
+# PUT). Then the S3 requests Wharf makes per pull and per push, from `wharf_s3_requests_total` in /metrics.
+S3_PREFIX=bench/ S3_IMG_REPO=bench/s3img
+S3_GET_BYTES=$BIG_BYTES S3_PUSH_BYTES=$PUSH_BYTES
+[ "$QUICK" = 1 ] && S3_GET_BYTES=$((256 * MiB))
+S3_MGET_KEYS=(s3_mget_c64_rps s3_mget_c64_p50 s3_mget_c64_p99 s3_mget_c64_cpu)
+S3_GET_KEYS=(s3_get_mbs s3_get_wharf_cpu s3_get_garage_cpu s3_get_ratio)
+S3_PUSH_KEYS=(s3_push_mbs s3_push_wharf_cpu s3_push_garage_cpu s3_push_ratio)
+S3_REQ_KEYS=(s3_req_pull1 s3_req_pull2 s3_req_pull2_per s3_req_push s3_req_push_per)
+S3_ALL_KEYS=("${S3_MGET_KEYS[@]}" s3_mget_ratio s3_mget_garage_cpu s3_mget_s3_per "${S3_GET_KEYS[@]}" "${S3_PUSH_KEYS[@]}" "${S3_REQ_KEYS[@]}")
+declare -A S3=()
+
+forget_pid() {  # pid: drop it from the exit trap's list (a process that has exited: its pid may be reused)
+  local p keep=()
+  for p in "${STARTED_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+  STARTED_PIDS=("${keep[@]}")
+}
+
+# s3_start_garage: scripts/s3-server.sh in $WORK/garage; its KEY=VALUE lines land in S3[...], Garage's pid in
+# PID[garage] and the exit trap's list; a curl config (-K) with the signing options in $WORK/s3-curl.cfg (the
+# secret stays off the command lines). Returns 1 with S3_NA set on failure.
+s3_start_garage() {
+  local dir=$WORK/garage out=$WORK/garage.env p rc k v
+  log "[s3] starting Garage: scripts/s3-server.sh (RUST_LOG=garage=warn)"
+  # in the background so that an interrupt during start-up reaches it: the exit trap kills the script and its
+  # children, Garage among them until the script returns
+  RUST_LOG=garage=warn bash "$REPO_ROOT/scripts/s3-server.sh" "$dir" >"$out" 2>"$WORK/garage-start.err" &
+  p=$!; STARTED_PIDS+=("$p")
+  wait "$p"; rc=$?
+  forget_pid "$p"
+  while IFS='=' read -r k v; do
+    case $k in S3_ENDPOINT|S3_REGION|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|S3_BUCKET|GARAGE_PID) S3[$k]=$v ;; esac
+  done <"$out"
+  [ -n "${S3[GARAGE_PID]:-}" ] && STARTED_PIDS+=("${S3[GARAGE_PID]}")
+  if [ "$rc" != 0 ] || [ -z "${S3[GARAGE_PID]:-}" ] || [ -z "${S3[S3_ENDPOINT]:-}" ]; then
+    S3_NA="scripts/s3-server.sh failed (exit $rc): $(grep -v '^ *$' "$WORK/garage-start.err" | head -n 3 | tr '\n' ' ' | cut -c1-300)"
+    return 1
+  fi
+  PID[garage]=${S3[GARAGE_PID]} LOGF[garage]=$dir/garage.log BASE[garage]=${S3[S3_ENDPOINT]} DEAD[garage]=""
+  ( umask 077
+    # no "Expect:" to switch 100-continue off as the uploads to wharf do: curl 7.88 would sign the removed header
+    # and Garage answers 400 "signed header `expect` is not present"
+    printf 'aws-sigv4 = "aws:amz:%s:s3"\nuser = "%s:%s"\nheader = "x-amz-content-sha256: UNSIGNED-PAYLOAD"\n' \
+      "${S3[S3_REGION]}" "${S3[AWS_ACCESS_KEY_ID]}" "${S3[AWS_SECRET_ACCESS_KEY]}" >"$WORK/s3-curl.cfg" )
+  NOTES+=("s3: Garage $("$(s3_garage_bin)" --version 2>/dev/null | awk '{print $2}') on ${S3[S3_ENDPOINT]} (region ${S3[S3_REGION]}, bucket ${S3[S3_BUCKET]}; scripts/s3-server.sh: one node, replication 1, lmdb, metadata_fsync = false, data_fsync = false, no compression)")
+}
+s3_garage_bin() {  # the binary scripts/s3-server.sh uses
+  if [ -n "${GARAGE_BIN:-}" ]; then echo "$GARAGE_BIN"
+  elif [ -x "${GARAGE_ROOT:-/work/tools/garage}/bin/garage" ]; then echo "${GARAGE_ROOT:-/work/tools/garage}/bin/garage"
+  else command -v garage || echo garage; fi
+}
+
+# curl_timed METHOD URL [curl args...]: one request, the body (if any) to /dev/null; T_CODE, T_SIZE (bytes
+# received, or sent for a PUT), T_TIME (curl time_total, s); curl's errors in $WORK/curl-timed.err
+curl_timed() {
+  local method=$1 url=$2 out up; shift 2
+  out=$(curl -sS --max-time "$CURL_MAX" -X "$method" -o /dev/null \
+        -w '%{http_code} %{size_download} %{size_upload} %{time_total}' "$@" "$url" 2>"$WORK/curl-timed.err") || true
+  read -r T_CODE T_SIZE up T_TIME <<<"$out"
+  [ "$method" = PUT ] && T_SIZE=$up
+  T_CODE=${T_CODE:-000}
+}
+# s3_curl METHOD KEY [curl args...]: curl_timed with Garage's signing options (-K $WORK/s3-curl.cfg), bucket key
+# KEY, path-style
+s3_curl() { local m=$1 k=$2; shift 2; curl_timed "$m" "${S3[S3_ENDPOINT]}/${S3[S3_BUCKET]}/$k" -K "$WORK/s3-curl.cfg" "$@"; }
+
+# s3_snap NAME FILE: wharf NAME's /metrics text into FILE. s3_delta BEFORE AFTER: S3_DELTA_N = S3 requests made
+# in between (sum over ops), S3_DELTA_OPS = "op n, op n" (ops that moved), HTTP_DELTA_N = registry API requests
+# answered in between (wharf_requests_total, every endpoint and status; /metrics itself is not counted)
+s3_snap() { curl -s --max-time 10 "${BASE[$1]}/metrics" >"$2" 2>/dev/null; }
+s3_has_metric() { grep -q '^wharf_s3_requests_total{' "$1"; }
+s3_delta() {
+  local out
+  out=$(awk '
+    FNR == 1 { f++ }
+    /^wharf_s3_requests_total\{/ { match($1, /op="[^"]*"/); op = substr($1, RSTART + 4, RLENGTH - 5); s[f, op] = $2; ops[op] = 1 }
+    /^wharf_requests_total\{/ { h[f] += $2 }
+    END { n = 0; d = ""
+      for (op in ops) { v = s[2, op] - s[1, op]; if (v != 0) { n += v; d = d (d == "" ? "" : ", ") op " " v } }
+      printf "%d|%d|%s\n", n, h[2] - h[1], d }' "$1" "$2")
+  IFS='|' read -r S3_DELTA_N HTTP_DELTA_N S3_DELTA_OPS <<<"$out"
+  # awk walks ops in hash order: sort them by name
+  S3_DELTA_OPS=$(tr ',' '\n' <<<"$S3_DELTA_OPS" | sed 's/^ *//' | grep -v '^$' | sort | paste -sd, - | sed 's/,/, /g')
+}
+
+s3_manifest_get() {
+  local img out cfs=distribution
+  if ! start_aux wharf wharf-fs "$WORK/s3-fs-data"; then
+    na wharf "the filesystem-backed wharf did not start" "${S3_MGET_KEYS[@]}" s3_mget_ratio s3_mget_garage_cpu s3_mget_s3_per
+    na distribution "the filesystem-backed wharf did not start" "${S3_MGET_KEYS[@]}"; return
+  fi
+  for img in wharf-fs wharf-s3; do
+    out=$("${REGCLIENT[@]}" push-image "${BASE[$img]}" "$REPO" v1 "$WORK/$img-image" --seed 11 2>>"$WORK/$img-helper.err")
+    if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+      problem "$img" "push small image $REPO:v1: $(jq -r '.problems | join("; ")' <<<"$out" 2>/dev/null | cut -c1-400)"
+    fi
+  done
+  cmp -s "$WORK/wharf-fs-image/manifest.json" "$WORK/wharf-s3-image/manifest.json" ||
+    problem wharf-s3 "the small image pushed with push-image --seed 11 has different manifests on the two back-ends"
+  auth_load "$cfs" wharf-fs s3_mget_c64 "/v2/$REPO/manifests/v1"
+  stop_aux wharf-fs
+  local g0 g1 b=$WORK/s3-mget.before a=$WORK/s3-mget.after
+  s3_snap wharf-s3 "$b"; g0=$(cpu_ticks "${PID[garage]}")
+  auth_load wharf wharf-s3 s3_mget_c64 "/v2/$REPO/manifests/v1"
+  g1=$(cpu_ticks "${PID[garage]}"); s3_snap wharf-s3 "$a"
+  s3_delta "$b" "$a"
+  if num "$HTTP_DELTA_N" && [ "$HTTP_DELTA_N" -gt 0 ]; then
+    set_res wharf s3_mget_garage_cpu "$(calc "($g1 - $g0) / $CLK_TCK * 1e6 / $HTTP_DELTA_N")"
+    if s3_has_metric "$a"; then
+      set_res wharf s3_mget_s3_per "$(calc "$S3_DELTA_N / $HTTP_DELTA_N")"
+      NOTES+=("s3: during the S3-backed manifest GET load: $HTTP_DELTA_N manifest GETs answered, $S3_DELTA_N S3 requests (${S3_DELTA_OPS:-none})")
+    else
+      na wharf "no wharf_s3_requests_total metric" s3_mget_s3_per
+    fi
+  else
+    na wharf "no manifest GET counted in wharf_requests_total" s3_mget_garage_cpu s3_mget_s3_per
+  fi
+  if num "${R[wharf.s3_mget_c64_rps]:-}" && num "${R[$cfs.s3_mget_c64_rps]:-}"; then
+    set_res wharf s3_mget_ratio "$(calc "${R[wharf.s3_mget_c64_rps]} / ${R[$cfs.s3_mget_c64_rps]}")"
+  else
+    na wharf "a manifest GET run was not measured" s3_mget_ratio
+  fi
+}
+
+# s3_gen FILE BYTES: random bytes (never seen by Garage: it stores blocks by content hash, and wharf does not
+# rewrite a blob it holds), written out (sync) so that write-back does not land on the timed transfer
+s3_gen() { head -c "$2" /dev/urandom >"$1"; sync; }
+
+s3_big_get() {
+  local f=$WORK/s3-big.bin dg hex key url got r c0 g0 wt=0 wg=0 dg_=0 best_w=n/a best_d=n/a tries_w="" tries_d="" mbs
+  local mb=$((S3_GET_BYTES / MiB))
+  log "[s3] $mb MiB blob: push through wharf (untimed), then GETs through wharf and straight from Garage"
+  s3_gen "$f" "$S3_GET_BYTES"
+  dg=sha256:$(openssl dgst -sha256 -r "$f" | cut -d' ' -f1); hex=${dg#sha256:}
+  if ! push_blob wharf-s3 "$f" "$dg"; then
+    rm -f "$f"; na wharf "could not push the $mb MiB blob (see problems)" "${S3_GET_KEYS[@]}"; na distribution "blob not pushed" s3_get_mbs s3_get_garage_cpu; return
+  fi
+  rm -f "$f"
+  NOTES+=("s3: the $mb MiB blob's push (untimed set-up, monolithic): $(calc "$S3_GET_BYTES / $PUSH_SECS / 1e6" | xargs printf '%.0f') MB/s")
+  url=${BASE[wharf-s3]}/v2/$REPO/blobs/$dg key=${S3_PREFIX}blobs/sha256/${hex:0:2}/$hex
+  # warm-up reads: through wharf with the content checked, straight from Garage with the size checked
+  got=sha256:$(curl -sS --max-time "$CURL_MAX" "$url" | openssl dgst -sha256 -r | cut -d' ' -f1)
+  if [ "$got" != "$dg" ]; then
+    problem wharf-s3 "GET /v2/$REPO/blobs/$dg: body hashes to $got"
+    na wharf "big blob content mismatch through wharf" "${S3_GET_KEYS[@]}"; na distribution "not measured" s3_get_mbs s3_get_garage_cpu; return
+  fi
+  s3_curl GET "$key"
+  if [ "$T_CODE" != 200 ] || [ "$T_SIZE" != "$S3_GET_BYTES" ]; then
+    problem garage "signed GET /${S3[S3_BUCKET]}/$key -> $T_CODE, $T_SIZE bytes (expected 200 and $S3_GET_BYTES: the blob's object under prefix $S3_PREFIX) $(head -c 300 "$WORK/curl-timed.err")"
+    na distribution "direct GET of the blob's object failed (see problems)" s3_get_mbs s3_get_garage_cpu; key=""
+  fi
+  local b=$WORK/s3-get.before a=$WORK/s3-get.after
+  # interleaved, best of BIG_REPEAT each: through wharf, then straight from Garage
+  for r in $(seq "$BIG_REPEAT"); do
+    [ "$r" = 1 ] && s3_snap wharf-s3 "$b"
+    c0=$(cpu_ticks "${PID[wharf-s3]}") g0=$(cpu_ticks "${PID[garage]}")
+    curl_timed GET "$url"
+    wt=$((wt + $(cpu_ticks "${PID[wharf-s3]}") - c0)) wg=$((wg + $(cpu_ticks "${PID[garage]}") - g0))
+    [ "$r" = 1 ] && s3_snap wharf-s3 "$a"
+    if [ "$T_CODE" = 200 ] && [ "$T_SIZE" = "$S3_GET_BYTES" ]; then
+      mbs=$(calc "$S3_GET_BYTES / $T_TIME / 1e6"); tries_w+="${tries_w:+, }$(fmt "$mbs" %.0f)"
+      { [ "$best_w" = n/a ] || awk -v a="$mbs" -v b="$best_w" 'BEGIN { exit !(a > b) }'; } && best_w=$mbs
+    else
+      problem wharf-s3 "GET /v2/$REPO/blobs/$dg -> $T_CODE, $T_SIZE bytes (expected 200 and $S3_GET_BYTES; try $r) $(head -c 300 "$WORK/curl-timed.err")"
+    fi
+    [ -n "$key" ] || continue
+    g0=$(cpu_ticks "${PID[garage]}")
+    s3_curl GET "$key"
+    dg_=$((dg_ + $(cpu_ticks "${PID[garage]}") - g0))
+    if [ "$T_CODE" = 200 ] && [ "$T_SIZE" = "$S3_GET_BYTES" ]; then
+      mbs=$(calc "$S3_GET_BYTES / $T_TIME / 1e6"); tries_d+="${tries_d:+, }$(fmt "$mbs" %.0f)"
+      { [ "$best_d" = n/a ] || awk -v a="$mbs" -v b="$best_d" 'BEGIN { exit !(a > b) }'; } && best_d=$mbs
+    else
+      problem garage "signed GET /${S3[S3_BUCKET]}/$key -> $T_CODE, $T_SIZE bytes (try $r)"
+    fi
+  done
+  local gb; gb=$(calc "$BIG_REPEAT * $S3_GET_BYTES / 1e9")
+  set_res wharf s3_get_mbs "$best_w"
+  if num "$best_w"; then
+    set_res wharf s3_get_wharf_cpu "$(calc "$wt / $CLK_TCK / $gb")"
+    set_res wharf s3_get_garage_cpu "$(calc "$wg / $CLK_TCK / $gb")"
+  else na wharf "no GET through wharf succeeded (see problems)" s3_get_mbs s3_get_wharf_cpu s3_get_garage_cpu; fi
+  if [ -n "$key" ]; then
+    set_res distribution s3_get_mbs "$best_d"
+    if num "$best_d"; then set_res distribution s3_get_garage_cpu "$(calc "$dg_ / $CLK_TCK / $gb")"
+    else na distribution "no direct GET succeeded (see problems)" s3_get_mbs s3_get_garage_cpu; fi
+  fi
+  if num "$best_w" && num "$best_d"; then set_res wharf s3_get_ratio "$(calc "$best_w / $best_d")"
+  else na wharf "a GET kind was not measured" s3_get_ratio; fi
+  s3_delta "$b" "$a"
+  NOTES+=("s3: $mb MiB blob GET tries, MB/s (best is reported): through wharf $tries_w; straight from Garage ${tries_d:-n/a}$(s3_has_metric "$a" && echo "; S3 requests wharf made for one GET through it: $S3_DELTA_N (${S3_DELTA_OPS:-none})")")
+}
+
+s3_push() {
+  local f=$WORK/s3-push.bin dg r c0 g0 wt=0 wg=0 dg_=0 best_w=n/a best_d=n/a tries_w="" tries_d="" mbs mb=$((S3_PUSH_BYTES / MiB))
+  local b=$WORK/s3-push.before a=$WORK/s3-push.after
+  log "[s3] $mb MiB push through wharf (monolithic) and straight to Garage (PUT), $BIG_REPEAT x each"
+  for r in $(seq "$BIG_REPEAT"); do
+    s3_gen "$f" "$S3_PUSH_BYTES"; dg=sha256:$(openssl dgst -sha256 -r "$f" | cut -d' ' -f1)
+    [ "$r" = 1 ] && s3_snap wharf-s3 "$b"
+    c0=$(cpu_ticks "${PID[wharf-s3]}") g0=$(cpu_ticks "${PID[garage]}")
+    if push_blob wharf-s3 "$f" "$dg"; then
+      wt=$((wt + $(cpu_ticks "${PID[wharf-s3]}") - c0)) wg=$((wg + $(cpu_ticks "${PID[garage]}") - g0))
+      mbs=$(calc "$S3_PUSH_BYTES / $PUSH_SECS / 1e6"); tries_w+="${tries_w:+, }$(fmt "$mbs" %.0f)"
+      { [ "$best_w" = n/a ] || awk -v a="$mbs" -v b="$best_w" 'BEGIN { exit !(a > b) }'; } && best_w=$mbs
+    fi
+    [ "$r" = 1 ] && s3_snap wharf-s3 "$a"
+    s3_gen "$f" "$S3_PUSH_BYTES"
+    g0=$(cpu_ticks "${PID[garage]}")
+    s3_curl PUT "bench-direct/push-$r.bin" -T "$f"
+    dg_=$((dg_ + $(cpu_ticks "${PID[garage]}") - g0))
+    if [ "$T_CODE" = 200 ] && [ "$T_SIZE" = "$S3_PUSH_BYTES" ]; then
+      mbs=$(calc "$S3_PUSH_BYTES / $T_TIME / 1e6"); tries_d+="${tries_d:+, }$(fmt "$mbs" %.0f)"
+      { [ "$best_d" = n/a ] || awk -v a="$mbs" -v b="$best_d" 'BEGIN { exit !(a > b) }'; } && best_d=$mbs
+    else
+      problem garage "signed PUT /${S3[S3_BUCKET]}/bench-direct/push-$r.bin ($S3_PUSH_BYTES bytes, x-amz-content-sha256: UNSIGNED-PAYLOAD) -> $T_CODE, $T_SIZE bytes sent $(head -c 300 "$WORK/curl-timed.err")"
+    fi
+  done
+  rm -f "$f"
+  local gb; gb=$(calc "$S3_PUSH_BYTES / 1e9")
+  if num "$best_w"; then
+    local n; n=$(tr ',' '\n' <<<"$tries_w" | grep -c .)
+    set_res wharf s3_push_mbs "$best_w"
+    set_res wharf s3_push_wharf_cpu "$(calc "$wt / $CLK_TCK / ($n * $gb)")"
+    set_res wharf s3_push_garage_cpu "$(calc "$wg / $CLK_TCK / ($n * $gb)")"
+  else na wharf "no push through wharf succeeded (see problems)" s3_push_mbs s3_push_wharf_cpu s3_push_garage_cpu; fi
+  if num "$best_d"; then
+    set_res distribution s3_push_mbs "$best_d"
+    set_res distribution s3_push_garage_cpu "$(calc "$dg_ / $CLK_TCK / ($BIG_REPEAT * $gb)")"
+  else na distribution "no direct PUT succeeded (see problems)" s3_push_mbs s3_push_garage_cpu; fi
+  if num "$best_w" && num "$best_d"; then set_res wharf s3_push_ratio "$(calc "$best_w / $best_d")"
+  else na wharf "a push kind was not measured" s3_push_ratio; fi
+  s3_delta "$b" "$a"
+  NOTES+=("s3: $mb MiB push tries, MB/s (best is reported; fresh random bytes for every try): through wharf (${SINGLE_POST[wharf-s3]:-?} = single POST ?digest=) ${tries_w:-n/a}; straight to Garage (one signed PUT, UNSIGNED-PAYLOAD) ${tries_d:-n/a}$(s3_has_metric "$a" && echo "; S3 requests wharf made for one push: $S3_DELTA_N (${S3_DELTA_OPS:-none})")")
+}
+
+# S3 requests per pull and per push (wharf_s3_requests_total before and after, against the registry API
+# requests wharf answered in between): the small 2-platform image pushed (set-up, counted in the Notes), pulled
+# whole twice (the second pull is the warm one), then a new image of the same shape pushed.
+s3_requests() {
+  local b=$WORK/s3-req.before a=$WORK/s3-req.after out sp=no
+  s3_snap wharf-s3 "$a"
+  if ! s3_has_metric "$a"; then na wharf "no wharf_s3_requests_total metric" "${S3_REQ_KEYS[@]}"; return; fi
+  # anything in the background (nothing should be): the counters over 2 idle seconds
+  sleep 2; s3_snap wharf-s3 "$b"; s3_delta "$a" "$b"
+  [ "$S3_DELTA_N" = 0 ] || NOTES+=("s3: wharf made $S3_DELTA_N S3 requests in 2 idle seconds (${S3_DELTA_OPS}): background work counts in the rows below")
+  [ "${SINGLE_POST[wharf-s3]:-}" = true ] && sp=yes
+  s3_count_push() {  # tag label -> S3_PUSH_DESC or returns 1
+    s3_snap wharf-s3 "$b"
+    out=$("${REGCLIENT[@]}" push-multi "${BASE[wharf-s3]}" "$1" "$WORK/s3-img-$1.json" --repo "$S3_IMG_REPO" \
+          --platforms linux/amd64,linux/arm64 --layers 1 --layer-bytes 16K-64K --single-post "$sp" 2>>"$WORK/helper.err")
+    s3_snap wharf-s3 "$a"
+    if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+      problem wharf-s3 "push of the 2-platform image $S3_IMG_REPO:$1: $(jq -r '.problems | join("; ")' <<<"$out" 2>/dev/null | cut -c1-400)"; return 1
+    fi
+    s3_delta "$b" "$a"
+  }
+  s3_count_pull() {  # verify-flag...
+    s3_snap wharf-s3 "$b"
+    out=$("${REGCLIENT[@]}" pull "${BASE[wharf-s3]}" "$S3_IMG_REPO" v1 --platform all "$@" 2>>"$WORK/helper.err")
+    s3_snap wharf-s3 "$a"
+    if [ "$(jq -r .ok <<<"$out" 2>/dev/null)" != true ]; then
+      problem wharf-s3 "whole pull of $S3_IMG_REPO:v1: $(jq -r '.problems[0]' <<<"$out" 2>/dev/null | cut -c1-400)"; return 1
+    fi
+    s3_delta "$b" "$a"
+  }
+  if ! s3_count_push v1; then na wharf "the 2-platform image could not be pushed (see problems)" "${S3_REQ_KEYS[@]}"; return; fi
+  NOTES+=("s3: the set-up push of $S3_IMG_REPO:v1 (index, 2 manifests, 2 configs, 2 layers of 16-64 KiB; a new repository; regclient.py push-multi, single POST ?digest= per blob: $sp) made $S3_DELTA_N S3 requests for $HTTP_DELTA_N registry API requests (${S3_DELTA_OPS:-none})")
+  local i
+  for i in 1 2; do
+    local v=(); [ "$i" = 1 ] && v=(--verify)
+    if s3_count_pull "${v[@]}"; then
+      set_res wharf "s3_req_pull$i" "$S3_DELTA_N for $HTTP_DELTA_N HTTP requests: ${S3_DELTA_OPS:-none}"
+      [ "$i" = 2 ] && set_res wharf s3_req_pull2_per "$(calc "$S3_DELTA_N / $HTTP_DELTA_N")"
+    else
+      na wharf "pull $i failed (see problems)" "s3_req_pull$i"; [ "$i" = 2 ] && na wharf "the warm pull failed" s3_req_pull2_per
+    fi
+  done
+  if s3_count_push v2; then
+    set_res wharf s3_req_push "$S3_DELTA_N for $HTTP_DELTA_N HTTP requests: ${S3_DELTA_OPS:-none}"
+    set_res wharf s3_req_push_per "$(calc "$S3_DELTA_N / $HTTP_DELTA_N")"
+  else
+    na wharf "the push of a new image failed (see problems)" s3_req_push s3_req_push_per
+  fi
+}
+
+scenario_s3() {
+  log "=== s3 ==="
+  local k
+  # rows whose distribution column has no counterpart
+  for k in s3_mget_ratio s3_mget_garage_cpu s3_mget_s3_per s3_get_wharf_cpu s3_get_ratio s3_push_wharf_cpu s3_push_ratio "${S3_REQ_KEYS[@]}"; do
+    R[distribution.$k]="—"
+  done
+  if [ "$ONLY" = distribution ]; then na wharf "--only distribution" "${S3_ALL_KEYS[@]}"; na distribution "--only distribution" "${S3_MGET_KEYS[@]}" s3_get_mbs s3_get_garage_cpu s3_push_mbs s3_push_garage_cpu; return; fi
+  if [ -n "${WHARF_NA:-}" ]; then na wharf "$WHARF_NA" "${S3_ALL_KEYS[@]}"; return; fi
+  S3_NA=""
+  if ! s3_start_garage; then
+    na wharf "$S3_NA" "${S3_ALL_KEYS[@]}"; na distribution "$S3_NA" "${S3_MGET_KEYS[@]}" s3_get_mbs s3_get_garage_cpu s3_push_mbs s3_push_garage_cpu; return
+  fi
+  local cfg=$WORK/wharf-s3.toml
+  ( umask 077
+    cat >"$cfg" <<EOC
+[storage]
+backend = "s3"
+bucket = "${S3[S3_BUCKET]}"
+endpoint = "${S3[S3_ENDPOINT]}"
+region = "${S3[S3_REGION]}"
+prefix = "$S3_PREFIX"
+path_style = true
+access_key_id = "${S3[AWS_ACCESS_KEY_ID]}"
+secret_access_key = "${S3[AWS_SECRET_ACCESS_KEY]}"
+EOC
+  )
+  if ! start_aux wharf wharf-s3 "$WORK/s3-scratch" "$cfg"; then
+    na wharf "wharf with [storage] backend = \"s3\" did not start (see problems)" "${S3_ALL_KEYS[@]}"
+    na distribution "not measured: the S3-backed wharf did not start" "${S3_MGET_KEYS[@]}" s3_get_mbs s3_get_garage_cpu s3_push_mbs s3_push_garage_cpu
+    stop_aux garage; return
+  fi
+  s3_snap wharf-s3 "$WORK/s3-start.metrics"
+  s3_has_metric "$WORK/s3-start.metrics" || NOTES+=("s3: wharf's /metrics has no wharf_s3_requests_total: the S3-request rows are n/a")
+  probe_single_post wharf-s3
+  s3_manifest_get
+  s3_big_get
+  s3_push
+  s3_requests
+  stop_aux wharf-s3
+  stop_aux garage
+  return 0
+}
+
+s3_table_rows() {
+  local g="$((S3_GET_BYTES / MiB)) MiB" p="$((S3_PUSH_BYTES / MiB)) MiB"
+  [ "$S3_GET_BYTES" -ge $((1024 * MiB)) ] && g="$((S3_GET_BYTES / 1024 / MiB)) GiB"
+  rows+=(
+    "s3_mget_c64_rps|s3: manifest GET by tag, 64 conns, wharf on the S3 back-end (Garage on loopback; distribution column: wharf on the filesystem back-end, same image): req/s ↑|hi|%.0f"
+    "s3_mget_c64_p50|s3: manifest GET, 64 conns: p50 ms ↓|lo|%.3f"
+    "s3_mget_c64_p99|s3: manifest GET, 64 conns: p99 ms ↓|lo|%.3f"
+    "s3_mget_c64_cpu|s3: manifest GET, 64 conns: wharf CPU µs/req ↓|lo|%.1f"
+    "s3_mget_garage_cpu|s3: manifest GET, 64 conns: Garage CPU µs per manifest GET|-|%.1f"
+    "s3_mget_s3_per|s3: manifest GET, 64 conns: S3 requests per manifest GET ↓|-|%.2f"
+    "s3_mget_ratio|s3: manifest GET req/s, S3 / filesystem back-end (target ≥ 0.5) ↑|-|%.2f"
+    "s3_get_mbs|s3: $g blob GET, 1 client, streamed through wharf from the bucket (distribution column: the same object straight from Garage, signed curl GET): MB/s ↑ (best of $BIG_REPEAT)|hi|%.0f"
+    "s3_get_wharf_cpu|s3: $g blob GET through wharf: wharf CPU s/GB ↓|-|%.3f"
+    "s3_get_garage_cpu|s3: $g blob GET: Garage CPU s/GB (through wharf / straight) ↓|lo|%.3f"
+    "s3_get_ratio|s3: blob GET MB/s, through wharf / straight from Garage (target ≥ 0.8) ↑|-|%.2f"
+    "s3_push_mbs|s3: $p blob push to wharf on the S3 back-end, monolithic (distribution column: one signed PUT of the same size straight to Garage): MB/s ↑ (best of $BIG_REPEAT)|hi|%.0f"
+    "s3_push_wharf_cpu|s3: $p push through wharf: wharf CPU s/GB ↓|-|%.3f"
+    "s3_push_garage_cpu|s3: $p push: Garage CPU s/GB (through wharf / straight) ↓|lo|%.3f"
+    "s3_push_ratio|s3: push MB/s, through wharf / straight to Garage (target ≥ 0.8) ↑|-|%.2f"
+    "s3_req_pull1|s3: S3 requests wharf made for a whole pull of a 2-platform image (index by tag, 2 manifests, 2 configs, 2 layers: 7 HTTP requests), first pull: total, per op|-|%s"
+    "s3_req_pull2|s3: the same, second (warm) pull: total, per op|-|%s"
+    "s3_req_pull2_per|s3: warm pull: S3 requests per wharf HTTP request ↓|-|%.2f"
+    "s3_req_push|s3: S3 requests wharf made for the push of a new image of that shape (4 single-POST blob uploads, 2 manifest PUTs, the index PUT by tag: 7 HTTP requests): total, per op|-|%s"
+    "s3_req_push_per|s3: push: S3 requests per wharf HTTP request ↓|-|%.2f"
+  )
+}
+
 # ------------------------------------------------------------------ table ---
 fmt() {  # value printf-format
   if num "$1"; then printf "$2" "$1"; else printf '%s' "${1:-n/a}"; fi
@@ -1996,6 +2361,7 @@ print_table() {
   )
   section gc && gc_table_rows
   section ops && ops_table_rows
+  section s3 && s3_table_rows
   local row key label dir f w d
   echo "| scenario ($MODE run) | wharf | distribution | ratio (>1 = wharf better) |"
   echo "|---|---:|---:|---:|"
@@ -2089,7 +2455,7 @@ main() {
   WHARF_NA="" GC_SEED_NA=""; WHARF_BIN=${WHARF_BIN:-}
   local reg need_wharf=0
   for reg in "${REGISTRIES[@]}"; do [ "$reg" = wharf ] && need_wharf=1; done
-  { section mirror || section sync || section gc || section ops; } && need_wharf=1   # wharf is the upstream there; gc, ops are wharf's
+  { section mirror || section sync || section gc || section ops || section s3; } && need_wharf=1   # wharf is the upstream there; gc, ops, s3 are wharf's
   [ "$need_wharf" = 1 ] && build_wharf
   section registry && make_test_data
   wait_for_idle
@@ -2113,6 +2479,7 @@ main() {
   section tagrules && scenario_tagrules
   section gc && scenario_gc
   section ops && scenario_ops
+  section s3 && scenario_s3
   LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
   write_report
 }

@@ -8,7 +8,8 @@ tags over keep-alive connections, timing tag listings (following pagination)
 and the wrong-digest conformance check; and for the mirror/sync scenarios,
 pushing multi-platform images of random layers (push-multi) and pulling one
 platform the way containerd does (pull: index by tag, manifest by digest, then
-config + layers, up to 4 at once, every byte read and discarded); and throttle,
+config + layers, up to 4 at once, every byte read and discarded; or every
+platform with --platform all); and throttle,
 a bandwidth-limited forwarding TCP proxy that stands in for a remote upstream.
 """
 import argparse
@@ -142,7 +143,11 @@ def cmd_push_image(a):
     out = {"ok": False}
     c = Client(a.base, user=a.user)
     try:
-        layer = os.urandom(4096)
+        if a.seed is None:
+            layer = os.urandom(4096)
+        else:   # the same image (same digests) every time: to compare two registries on identical content
+            import random
+            layer = random.Random(a.seed).randbytes(4096)
         config = json.dumps({
             "architecture": "amd64", "os": "linux",
             "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer)]},
@@ -346,8 +351,11 @@ def cmd_push_multi(a):
     problems, desc, sizes = [], {"repos": {}, "blob_sizes": {}}, {}
     c = Client(a.base, timeout=300)
     try:
-        # does the registry take a single POST with the body? (probe with a tiny blob)
-        _dg, single = upload_blob(c, a.repo[0], os.urandom(64), problems)
+        # does the registry take a single POST with the body? (probe with a tiny blob, unless told)
+        if a.single_post == "probe":
+            _dg, single = upload_blob(c, a.repo[0], os.urandom(64), problems)
+        else:
+            single = a.single_post == "yes"
         for repo in a.repo:
             entries, rdesc = [], {"platforms": {}}
             for plat in platforms:
@@ -454,7 +462,9 @@ class Fetcher:
 
 def pull_once(a, problems, lock):
     """What containerd does for one platform: index by tag, manifest by digest, then the
-    config and all layers, up to a.parallel at once, reading every byte.  Returns bytes read."""
+    config and all layers, up to a.parallel at once, reading every byte.  With --platform all:
+    every manifest of the index, then every distinct config and layer (a whole-image copy).
+    Returns bytes read."""
     def tgt(path):
         return add_query(path, "ns", a.ns) if a.ns else path
 
@@ -470,22 +480,30 @@ def pull_once(a, problems, lock):
         if st != 200:
             fail(describe("GET", t, st, body))
         idx = json.loads(body)
-        want_os, want_arch = a.platform.split("/")[:2]
         if "manifests" in idx:
-            m = [d for d in idx["manifests"] if d.get("platform", {}).get("os") == want_os
-                 and d.get("platform", {}).get("architecture") == want_arch]
+            if a.platform == "all":   # every platform of the index (a whole-image copy)
+                m = list(idx["manifests"])
+            else:
+                want_os, want_arch = a.platform.split("/")[:2]
+                m = [d for d in idx["manifests"] if d.get("platform", {}).get("os") == want_os
+                     and d.get("platform", {}).get("architecture") == want_arch][:1]
             if not m:
                 fail(f"GET {t}: no {a.platform} entry in the index")
-            t = tgt(f"/v2/{a.repo}/manifests/{m[0]['digest']}")
-            st, h, _n, body = f.get(t, {"Accept": PULL_ACCEPT}, want_body=True)
-            if st != 200:
-                fail(describe("GET", t, st, body))
-            if sha256_digest(body) != m[0]["digest"]:
-                fail(f"GET {t}: body hashes to {sha256_digest(body)}")
-            man = json.loads(body)
+            descs, seen = [], set()
+            for entry in m:
+                t = tgt(f"/v2/{a.repo}/manifests/{entry['digest']}")
+                st, h, _n, body = f.get(t, {"Accept": PULL_ACCEPT}, want_body=True)
+                if st != 200:
+                    fail(describe("GET", t, st, body))
+                if sha256_digest(body) != entry["digest"]:
+                    fail(f"GET {t}: body hashes to {sha256_digest(body)}")
+                man = json.loads(body)
+                for d in [man["config"]] + list(man.get("layers", [])):
+                    if d["digest"] not in seen:
+                        seen.add(d["digest"])
+                        descs.append(d)
         else:
-            man = idx
-        descs = [man["config"]] + list(man.get("layers", []))
+            descs = [idx["config"]] + list(idx.get("layers", []))
     finally:
         f.close()
     todo = list(descs)
@@ -727,6 +745,7 @@ def main():
     s = sub.add_parser("push-image")
     s.add_argument("base"); s.add_argument("repo"); s.add_argument("tag"); s.add_argument("outdir")
     s.add_argument("--user", default=None, help="NAME:PASSWORD, sent as Basic credentials with every request")
+    s.add_argument("--seed", type=int, default=None, help="layer bytes from this seed instead of os.urandom")
     s.set_defaults(fn=cmd_push_image)
     s = sub.add_parser("put-tags")
     s.add_argument("base"); s.add_argument("repo"); s.add_argument("manifest")
@@ -751,10 +770,13 @@ def main():
     s.add_argument("--layers", default="4-5", help="layers per platform: N or MIN-MAX")
     s.add_argument("--layer-bytes", default="1M-4M", help="bytes per layer: N or MIN-MAX (K/M/G)")
     s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--single-post", choices=["probe", "yes", "no"], default="probe",
+                   help="monolithic uploads as one POST ?digest= (yes), POST + PUT (no), or probe the "
+                        "registry first with a 64-byte blob (default)")
     s.set_defaults(fn=cmd_push_multi)
     s = sub.add_parser("pull")
     s.add_argument("base"); s.add_argument("repo"); s.add_argument("tag")
-    s.add_argument("--platform", default="linux/amd64")
+    s.add_argument("--platform", default="linux/amd64", help="OS/ARCH, or all: every platform of the index")
     s.add_argument("--ns", default="", help="add ?ns=NS to every request (containerd mirror style)")
     s.add_argument("--parallel", type=int, default=4, help="blobs fetched at once per pull")
     s.add_argument("--clients", type=int, default=1, help="concurrent independent pulls")

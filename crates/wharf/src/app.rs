@@ -114,8 +114,8 @@ pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn Content
     })
 }
 
-/// Time to live of the garbage collector's lease on a shared (object storage) store.
-pub const GC_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Time to live of the garbage collector's and the scrub's leases on a shared (object storage) store.
+pub const STORE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The garbage collector for this configuration: `gc.lock` in the data directory, and on object storage the
 /// store's `gc` lease too, so one collector runs among every replica on the bucket.
@@ -123,7 +123,21 @@ pub fn gc_collector(settings: &Settings, store: Arc<dyn ContentStore>, stats: Ar
     let gc = Collector::new(store, Some(Layout::new(&settings.data_dir).gc_lock()), stats);
     match settings.config.storage.backend {
         StorageBackend::Fs => gc,
-        StorageBackend::S3 => gc.with_lease(GC_LEASE_TTL),
+        StorageBackend::S3 => gc.with_lease(STORE_LEASE_TTL),
+    }
+}
+
+/// The scrubber for this configuration: `scrub.lock` in the data directory, and on object storage the
+/// store's `scrub` lease too (one pass at a time among every replica).
+pub fn scrubber(
+    settings: &Settings,
+    store: Arc<dyn ContentStore>,
+    stats: Arc<crate::scrub::ScrubStats>,
+) -> crate::scrub::Scrubber {
+    let s = crate::scrub::Scrubber::new(store, Some(Layout::new(&settings.data_dir).scrub_lock()), stats);
+    match settings.config.storage.backend {
+        StorageBackend::Fs => s,
+        StorageBackend::S3 => s.with_lease(STORE_LEASE_TTL),
     }
 }
 
@@ -283,8 +297,7 @@ impl App {
             origin_fallback: true,
         };
         let gc = Arc::new(gc_collector(&settings, core.store.clone(), metrics.gc.clone()));
-        let scrub =
-            Arc::new(crate::scrub::Scrubber::new(core.store.clone(), Some(layout.scrub_lock()), metrics.scrub.clone()));
+        let scrub = Arc::new(scrubber(&settings, core.store.clone(), metrics.scrub.clone()));
         let gc_grace = match &settings.config.gc {
             Some(g) => g.grace().map_err(|e| AppError::Setup(format!("gc.grace: {e}")))?,
             None => crate::gc::DEFAULT_GRACE,

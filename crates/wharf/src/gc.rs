@@ -403,6 +403,9 @@ impl Collector {
         let json = serde_json::to_vec_pretty(&report).expect("reports serialise");
         store.meta_put(REPORT_KEY, Bytes::from(json)).await?;
         self.stats.add(&report);
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         Ok(report)
     }
 

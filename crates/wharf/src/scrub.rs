@@ -21,6 +21,7 @@ use futures_util::StreamExt;
 use oci::{Digest, Digester, RepoName};
 use serde::{Deserialize, Serialize};
 
+use crate::store::lease::{Lease, LeaseError};
 use crate::store::scratch::DirLock;
 use crate::store::{ContentStore, StoreError};
 
@@ -37,7 +38,7 @@ const MIN_SLEEP: Duration = Duration::from_millis(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ScrubError {
     /// Another scrub holds the data directory's `scrub.lock` (or runs in this process).
-    #[error("another scrub is running on this data directory{0}; try again when it has finished")]
+    #[error("another scrub is running on this store{0}; try again when it has finished")]
     Busy(String),
     /// The lock file could not be used.
     #[error("scrub lock: {0}")]
@@ -154,6 +155,8 @@ impl Pacer {
 pub struct Scrubber {
     store: Arc<dyn ContentStore>,
     lock_file: Option<PathBuf>,
+    /// Time to live of the store lease taken per pass when replicas share the store (object storage).
+    lease: Option<std::time::Duration>,
     running: tokio::sync::Mutex<()>,
     stats: Arc<ScrubStats>,
 }
@@ -182,7 +185,13 @@ impl Scrubber {
     /// A scrubber over `store`; `lock_file` is the data directory's `scrub.lock` (None for stores without a
     /// directory), `stats` the counters `/metrics` shows.
     pub fn new(store: Arc<dyn ContentStore>, lock_file: Option<PathBuf>, stats: Arc<ScrubStats>) -> Scrubber {
-        Scrubber { store, lock_file, running: tokio::sync::Mutex::new(()), stats }
+        Scrubber { store, lock_file, lease: None, running: tokio::sync::Mutex::new(()), stats }
+    }
+
+    /// Also take the store's `scrub` lease for each pass (replicas over one bucket: one scrub among them).
+    pub fn with_lease(mut self, ttl: std::time::Duration) -> Scrubber {
+        self.lease = Some(ttl);
+        self
     }
 
     /// The counters this scrubber updates.
@@ -207,6 +216,13 @@ impl Scrubber {
             },
             None => None,
         };
+        let lease = match self.lease {
+            Some(ttl) => Some(Lease::acquire(self.store.clone(), "scrub", ttl).await.map_err(|e| match e {
+                LeaseError::Store(e) => ScrubError::Store(e),
+                other => ScrubError::Busy(format!(" (its lease is {other})")),
+            })?),
+            None => None,
+        };
         let started = Instant::now();
         let mut report = ScrubReport {
             started_at: unix(SystemTime::now()),
@@ -219,6 +235,9 @@ impl Scrubber {
         // Pool blobs found corrupt this pass (their links go in the repository phase); bounded by what rots.
         let mut bad_blobs: Vec<(Digest, usize)> = Vec::new();
         for shard in 0..crate::store::POOL_SHARDS {
+            if lease.as_ref().is_some_and(Lease::lost) {
+                return Err(ScrubError::Busy(" (this scrub lost its lease and stopped)".into()));
+            }
             let entries = match store.pool_list(shard as u8).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -278,6 +297,9 @@ impl Scrubber {
         let json = serde_json::to_vec_pretty(&report).expect("reports serialise");
         store.meta_put(REPORT_KEY, Bytes::from(json)).await?;
         self.stats.runs.fetch_add(1, Ordering::Relaxed);
+        if let Some(lease) = lease {
+            lease.release().await;
+        }
         Ok(report)
     }
 

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use crate::app::{Access, Core};
 use crate::config::Settings;
-use crate::scrub::{ScrubOptions, ScrubReport, ScrubStats, Scrubber};
-use crate::store::keys::Layout;
+use crate::scrub::{ScrubOptions, ScrubReport, ScrubStats};
 
 type CliResult = Result<ExitCode, Box<dyn std::error::Error>>;
 
@@ -55,8 +54,7 @@ pub fn run(settings: Settings, rate: Option<String>) -> CliResult {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let core = Core::build(&settings, Access::Write)?;
-        let lock = Layout::new(&settings.data_dir).scrub_lock();
-        let scrubber = Scrubber::new(core.store.clone(), Some(lock), Arc::new(ScrubStats::default()));
+        let scrubber = crate::app::scrubber(&settings, core.store.clone(), Arc::new(ScrubStats::default()));
         let report = scrubber.run(ScrubOptions { rate }).await?;
         print(&report);
         Ok(code(&report))

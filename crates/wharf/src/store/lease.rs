@@ -113,6 +113,16 @@ impl Lease {
         Ok(Lease { store, key, holder: claim.holder, lost, renew })
     }
 
+    /// Give the lease up now (the work is done): the next claimant need not wait for it to expire. A
+    /// process about to exit must call this; dropping only schedules the release on the runtime.
+    pub async fn release(mut self) {
+        self.renew.abort();
+        let holder = std::mem::take(&mut self.holder);
+        if read(self.store.as_ref(), &self.key).await.ok().flatten().is_some_and(|c| c.holder == holder) {
+            let _ = self.store.meta_delete(&self.key).await;
+        }
+    }
+
     /// Whether the lease can no longer be trusted (stop the work it guards).
     pub fn lost(&self) -> bool {
         self.lost.load(Ordering::SeqCst)
@@ -152,6 +162,9 @@ async fn renew(store: Arc<dyn ContentStore>, key: String, mut claim: Claim, ttl:
 impl Drop for Lease {
     fn drop(&mut self) {
         self.renew.abort();
+        if self.holder.is_empty() {
+            return; // released already
+        }
         let (store, key, holder) = (self.store.clone(), self.key.clone(), self.holder.clone());
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
@@ -180,7 +193,10 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(150)).await;
         assert!(!a.lost());
         assert!(matches!(Lease::acquire(store.clone(), "gc", ttl).await, Err(LeaseError::Held { .. })));
-        drop(a);
+        a.release().await;
+        let b = Lease::acquire(store.clone(), "gc", ttl).await.unwrap();
+        // Dropping releases too, on the runtime.
+        drop(b);
         tokio::task::yield_now().await;
         tokio::time::sleep(Duration::from_millis(10)).await;
         Lease::acquire(store.clone(), "gc", ttl).await.unwrap();

@@ -476,3 +476,52 @@ async fn two_replicas_filling_one_blob_at_once_store_it_once_verified() {
     let r = c.client().get(&path).await;
     assert_eq!((r.status, oci::Digest::sha256_of(&r.body)), (StatusCode::OK, layer.digest.clone()));
 }
+
+impl Garage {
+    /// Overwrite an object of the bucket behind Wharf's back (bit rot in the object store), with curl.
+    fn overwrite(&self, key: &str, bytes: &[u8]) {
+        let body = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(body.path(), bytes).unwrap();
+        let sha = oci::Digest::sha256_of(bytes);
+        let mut cmd = crate::external::require_tool("curl", "curl");
+        cmd.args(["-sS", "-f", "-X", "PUT", "--data-binary"])
+            .arg(format!("@{}", body.path().display()))
+            .args(["--aws-sigv4", &format!("aws:amz:{}:s3", self.env["S3_REGION"])])
+            .args(["--user", &format!("{}:{}", self.env["AWS_ACCESS_KEY_ID"], self.env["AWS_SECRET_ACCESS_KEY"])])
+            .args(["-H", &format!("x-amz-content-sha256: {}", sha.hex())])
+            .arg(format!("{}/{}/{key}", self.env["S3_ENDPOINT"], self.env["S3_BUCKET"]));
+        let out = output_within(&mut cmd, std::time::Duration::from_secs(60));
+        assert!(out.status.success(), "curl PUT {key}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrub_finds_an_object_rotted_in_the_bucket_and_takes_it_out_of_service() {
+    let Some(garage) = Garage::start() else { return };
+    let storage = garage.storage("scrub/");
+    let s = Server::start_config(&storage);
+    let c = s.client();
+    let img = multi_arch(61, &PLATFORMS[..1], false, 32 * 1024);
+    img.push(&c, "team/app", "v1").await;
+    let layer = img.blobs.iter().max_by_key(|b| b.bytes.len()).unwrap();
+    let hex = layer.digest.hex();
+    let mut rotten = layer.bytes.clone();
+    rotten[100] ^= 1;
+    garage.overwrite(&format!("scrub/blobs/sha256/{}/{hex}", &hex[..2]), &rotten);
+
+    let out = output_within(&mut wharf_with(&storage, &["scrub"]), std::time::Duration::from_secs(120));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "one corrupt object: exit 1\n{text}");
+    assert!(text.contains(hex), "{text}");
+    // The rotten bytes are never served again: the blob is unknown until it is pushed again.
+    assert_eq!(c.get(&format!("/v2/team/app/blobs/{}", layer.digest)).await.status, StatusCode::NOT_FOUND);
+    c.push_blob("team/app", &layer.bytes).await;
+    img.pull_whole(&c, "team/app", "v1").await.unwrap();
+    let again = output_within(&mut wharf_with(&storage, &["scrub"]), std::time::Duration::from_secs(120));
+    assert!(
+        again.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&again.stdout),
+        String::from_utf8_lossy(&again.stderr)
+    );
+}
