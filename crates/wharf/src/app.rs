@@ -114,6 +114,10 @@ pub fn open_store(settings: &Settings, access: Access) -> Result<Arc<dyn Content
     })
 }
 
+/// How long a replica on object storage keeps a hosted manifest read (what other replicas write is seen
+/// within this).
+pub const READ_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Time to live of the garbage collector's and the scrub's leases on a shared (object storage) store.
 pub const STORE_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -264,6 +268,11 @@ impl App {
                     .blob_redirects()
                     .map_err(|e| AppError::Setup(format!("storage.redirect_expiry: {e}")))?,
             );
+        // On object storage every read is a round trip: hosted manifest reads are kept a second.
+        let registry = match settings.config.storage.backend {
+            StorageBackend::S3 => registry.with_read_cache(READ_CACHE_TTL),
+            StorageBackend::Fs => registry,
+        };
         let webhooks = crate::events::Webhooks::from_config(
             core.store.clone(),
             &settings.config.webhooks,

@@ -54,11 +54,27 @@ impl Registry {
     /// Resolve a tag or digest to the stored manifest of a hosted repository.
     pub async fn hosted_manifest(&self, repo: &RepoName, reference: &RefSpec) -> Result<(Digest, StoredManifest)> {
         let unknown = || Error::ManifestUnknown { repo: repo.clone(), reference: reference.to_string() };
+        let cache = self.read_cache.as_deref();
         let digest = match reference {
             RefSpec::Digest(d) => d.clone(),
-            RefSpec::Tag(t) => self.store.tag_get(repo, t).await?.ok_or_else(unknown)?,
+            RefSpec::Tag(t) => match cache.and_then(|c| c.tag(repo, t)) {
+                Some(d) => d,
+                None => {
+                    let d = self.store.tag_get(repo, t).await?.ok_or_else(unknown)?;
+                    if let Some(c) = cache {
+                        c.put_tag(repo, t, &d);
+                    }
+                    d
+                }
+            },
         };
+        if let Some(m) = cache.and_then(|c| c.manifest(repo, &digest)) {
+            return Ok((digest, m));
+        }
         let manifest = self.store.manifest_get(repo, &digest).await?.ok_or_else(unknown)?;
+        if let Some(c) = cache {
+            c.put_manifest(repo, &digest, &manifest);
+        }
         Ok((digest, manifest))
     }
 
@@ -199,6 +215,7 @@ impl Registry {
                     )));
                 }
                 let found = self.store.manifest_delete(repo, d).await?;
+                self.forget_reads(repo);
                 if found {
                     self.events.emit(crate::events::Event::about(
                         "manifest.deleted",

@@ -8,6 +8,7 @@
 
 mod blobs;
 mod manifests;
+pub mod read_cache;
 pub mod retention;
 pub mod tags;
 
@@ -110,6 +111,8 @@ pub struct Registry {
     events: crate::events::Events,
     /// Answer blob GETs with a redirect to a presigned object-store URL valid this long (`None`: stream).
     blob_redirects: Option<std::time::Duration>,
+    /// Short-lived cache of hosted manifest reads (object storage only).
+    read_cache: Option<Arc<read_cache::ReadCache>>,
 }
 
 impl Registry {
@@ -123,6 +126,7 @@ impl Registry {
             retention: Default::default(),
             events: Default::default(),
             blob_redirects: None,
+            read_cache: None,
         }
     }
 
@@ -137,6 +141,20 @@ impl Registry {
     pub fn with_blob_redirects(mut self, expiry: Option<std::time::Duration>) -> Self {
         self.blob_redirects = expiry;
         self
+    }
+
+    /// Keep hosted manifest reads (tag → digest, digest → bytes) for `ttl` in memory: for object storage,
+    /// where each read is a round trip; other replicas' writes are seen within `ttl`.
+    pub fn with_read_cache(mut self, ttl: std::time::Duration) -> Self {
+        self.read_cache = Some(Arc::new(read_cache::ReadCache::new(ttl)));
+        self
+    }
+
+    /// Drop cached reads of a repository after this process changed it.
+    fn forget_reads(&self, repo: &RepoName) {
+        if let Some(c) = &self.read_cache {
+            c.forget(repo);
+        }
     }
 
     /// Emit events (webhooks) for pushes, tag moves, deletes and collections.
@@ -160,6 +178,7 @@ impl Registry {
             retention: Default::default(),
             events: Default::default(),
             blob_redirects: None,
+            read_cache: None,
         }
     }
 

@@ -189,6 +189,7 @@ impl Registry {
             return Ok(current);
         }
         self.store.tag_put(repo, tag, new).await?;
+        self.forget_reads(repo);
         let source = match note {
             Some(n) => format!("{} ({n})", w.source),
             None => w.source.clone(),
@@ -223,6 +224,7 @@ impl Registry {
         };
         self.conditions(repo, tag, Some(&current), None, w)?;
         let found = self.store.tag_delete(repo, tag).await?;
+        self.forget_reads(repo);
         if found {
             let event = TagEvent {
                 time: history::now_secs(),

@@ -150,8 +150,14 @@ async fn three_replicas_share_one_bucket() {
     let index = img.index.digest;
     let r = cb.req(Method::DELETE, &format!("/v2/team/app/manifests/{index}"), &[], None).await;
     assert_eq!(r.status, StatusCode::ACCEPTED);
-    for client in [&ca, &cb, &cc] {
-        assert_eq!(client.get("/v2/team/app/manifests/v1").await.status, StatusCode::NOT_FOUND);
+    // At once on the replica that deleted; on the others once their one-second read cache has lapsed.
+    assert_eq!(cb.get("/v2/team/app/manifests/v1").await.status, StatusCode::NOT_FOUND);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for client in [&ca, &cc] {
+        while client.get("/v2/team/app/manifests/v1").await.status != StatusCode::NOT_FOUND {
+            assert!(std::time::Instant::now() < deadline, "{} still serves the deleted image", client.base);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 }
 
