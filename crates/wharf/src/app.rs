@@ -77,16 +77,17 @@ async fn report_store_consistency(settings: &Settings) -> std::io::Result<()> {
     let probe = S3Store::connect(&s3_settings(storage), UploadLimits::default()).map_err(std::io::Error::other)?;
     match probe.honours_conditional_writes().await {
         Ok(true) => tracing::info!(
-            "the object store honours conditional writes (If-None-Match); Wharf does not use them for tags yet: \
-             compare-and-swap on tags holds within one replica, and one collector runs at a time through the \
-             store's lease"
+            "the object store honours conditional writes (If-None-Match). Conditional tag writes (If-Match, \
+             If-None-Match, wharf tag set --expect) hold the tag's lease in the store: across replicas exactly one \
+             of two racing writers wins; unconditional pushes of one tag: the last write wins"
         ),
         Ok(false) => tracing::warn!(
-            "the object store ignores conditional writes (If-None-Match/If-Match): compare-and-swap on tags \
-             (If-Match, If-None-Match, wharf tag set --expect) holds within one replica only; two replicas \
-             moving one tag at the same moment both succeed and the last write wins. Send tag writes for a \
-             repository through one replica where that matters. Garbage collection still runs one at a time \
-             (a timed lease that needs no conditional writes)."
+            "the object store ignores conditional writes (If-None-Match/If-Match), so nothing in it is \
+             compare-and-swap. Wharf does not need it: conditional tag writes (If-Match, If-None-Match, wharf tag \
+             set --expect) hold the tag's lease in the store (a timed claim, about 3 s per such write), so across \
+             replicas exactly one of two racing writers wins; unconditional pushes of one tag through two \
+             replicas at the same moment: the last write wins. Garbage collection and scrub run one at a time \
+             through the same kind of lease."
         ),
         Err(e) => {
             return Err(std::io::Error::other(format!("the content store does not answer: {e}")));
@@ -270,7 +271,7 @@ impl App {
             );
         // On object storage every read is a round trip: hosted manifest reads are kept a second.
         let registry = match settings.config.storage.backend {
-            StorageBackend::S3 => registry.with_read_cache(READ_CACHE_TTL),
+            StorageBackend::S3 => registry.with_read_cache(READ_CACHE_TTL).with_tag_leases(),
             StorageBackend::Fs => registry,
         };
         let webhooks = crate::events::Webhooks::from_config(

@@ -113,6 +113,8 @@ pub struct Registry {
     blob_redirects: Option<std::time::Duration>,
     /// Short-lived cache of hosted manifest reads (object storage only).
     read_cache: Option<Arc<read_cache::ReadCache>>,
+    /// Conditional tag writes hold the tag's lease in the store (replicas sharing an object store).
+    tag_leases: bool,
 }
 
 impl Registry {
@@ -127,6 +129,7 @@ impl Registry {
             events: Default::default(),
             blob_redirects: None,
             read_cache: None,
+            tag_leases: false,
         }
     }
 
@@ -147,6 +150,13 @@ impl Registry {
     /// where each read is a round trip; other replicas' writes are seen within `ttl`.
     pub fn with_read_cache(mut self, ttl: std::time::Duration) -> Self {
         self.read_cache = Some(Arc::new(read_cache::ReadCache::new(ttl)));
+        self
+    }
+
+    /// Make conditional tag writes (`If-Match`, `If-None-Match: *`) hold the tag's lease in the store, so
+    /// replicas racing on one tag give exactly one winner even where the store has no conditional writes.
+    pub fn with_tag_leases(mut self) -> Self {
+        self.tag_leases = true;
         self
     }
 
@@ -179,6 +189,7 @@ impl Registry {
             events: Default::default(),
             blob_redirects: None,
             read_cache: None,
+            tag_leases: false,
         }
     }
 

@@ -3,6 +3,7 @@
 //! [`Registry::tag_move`], one tag at a time (a per-tag lock), so two writers racing on one tag give exactly
 //! one winner and one history event.
 
+use crate::store::lease::{Lease, LeaseError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
@@ -72,6 +73,11 @@ fn precondition(what: String) -> Error {
     Error::PreconditionFailed(what)
 }
 
+/// How long a conditional tag write on a shared store waits for another replica's write of the same tag.
+const TAG_LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Time to live of a tag's lease (held for one check-and-write).
+const TAG_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Registry {
     /// The platforms an image manifest's config names (read from the store; the push already checked it is
     /// linked), or `None` when it cannot be read.
@@ -129,6 +135,33 @@ impl Registry {
         Ok(Some(format!("missing {}", missing.join(","))))
     }
 
+    /// On a store shared by replicas (`with_tag_leases`), a conditional write holds the tag's lease in the
+    /// store while it checks and writes: two replicas racing with `If-Match` on one tag give exactly one
+    /// winner (the other then finds the tag moved). Unconditional writes do not wait for it.
+    async fn conditional_lease(&self, repo: &RepoName, tag: &Tag, w: &TagWrite) -> Result<Option<Lease>> {
+        if !self.tag_leases || (w.if_match.is_none() && !w.if_none_match) {
+            return Ok(None);
+        }
+        let name = format!("tags/{repo}/{tag}");
+        let deadline = std::time::Instant::now() + TAG_LEASE_WAIT;
+        loop {
+            match Lease::acquire(self.store.clone(), &name, TAG_LEASE_TTL).await {
+                Ok(l) => return Ok(Some(l)),
+                Err(LeaseError::Store(e)) => return Err(e.into()),
+                Err(e) if std::time::Instant::now() >= deadline => {
+                    return Err(precondition(format!(
+                        "{repo}:{tag} is being changed by another replica ({e}); read it again and retry"
+                    )))
+                }
+                Err(_) => {
+                    let mut r = [0u8; 1];
+                    getrandom::getrandom(&mut r).expect("the OS random source is available");
+                    tokio::time::sleep(std::time::Duration::from_millis(200 + 2 * u64::from(r[0]))).await;
+                }
+            }
+        }
+    }
+
     /// Refuse early, before anything is stored, a write whose conditions already fail (checked again under the
     /// tag's lock by [`Registry::tag_move`]).
     pub(super) async fn precheck_tag(&self, repo: &RepoName, tag: &Tag, new: &Digest, w: &TagWrite) -> Result<()> {
@@ -183,6 +216,23 @@ impl Registry {
         }
         let lock = self.tag_policy.lock_for(repo, tag);
         let _held = lock.lock().await;
+        let lease = self.conditional_lease(repo, tag, w).await?;
+        let moved = self.tag_move_held(repo, tag, new, w, note).await;
+        if let Some(l) = lease {
+            l.release().await;
+        }
+        moved
+    }
+
+    /// [`Registry::tag_move`] once the tag's locks are held.
+    async fn tag_move_held(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        new: &Digest,
+        w: &TagWrite,
+        note: Option<String>,
+    ) -> Result<Option<Digest>> {
         let current = self.store.tag_get(repo, tag).await?;
         self.conditions(repo, tag, current.as_ref(), Some(new), w)?;
         if current.as_ref() == Some(new) {
@@ -216,6 +266,16 @@ impl Registry {
     pub async fn tag_remove(&self, repo: &RepoName, tag: &Tag, w: &TagWrite) -> Result<bool> {
         let lock = self.tag_policy.lock_for(repo, tag);
         let _held = lock.lock().await;
+        let lease = self.conditional_lease(repo, tag, w).await?;
+        let removed = self.tag_remove_held(repo, tag, w).await;
+        if let Some(l) = lease {
+            l.release().await;
+        }
+        removed
+    }
+
+    /// [`Registry::tag_remove`] once the tag's locks are held.
+    async fn tag_remove_held(&self, repo: &RepoName, tag: &Tag, w: &TagWrite) -> Result<bool> {
         let Some(current) = self.store.tag_get(repo, tag).await? else {
             if w.if_match.is_some() {
                 return Err(precondition(format!("{repo}:{tag} does not exist (If-Match)")));

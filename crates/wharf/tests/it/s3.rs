@@ -390,7 +390,7 @@ fn start_up_says_what_replicas_can_rely_on_when_the_store_ignores_conditional_wr
     let mut log = String::new();
     child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
     // Garage accepts a second If-None-Match create: the weaker guarantee is stated, once, at start-up.
-    assert!(log.contains("ignores conditional writes") && log.contains("within one replica only"), "{log}");
+    assert!(log.contains("ignores conditional writes") && log.contains("exactly one of two racing writers"), "{log}");
 }
 
 /// `wharf_s3_requests_total` summed over kinds, and by kind.
@@ -530,4 +530,63 @@ async fn a_scrub_finds_an_object_rotted_in_the_bucket_and_takes_it_out_of_servic
         String::from_utf8_lossy(&again.stdout),
         String::from_utf8_lossy(&again.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_if_match_race_across_replicas_has_exactly_one_winner() {
+    let Some(garage) = Garage::start() else { return };
+    let storage = garage.storage("race/");
+    let (a, b) = (Server::start_config(&storage), Server::start_config(&storage));
+    let (ca, cb) = (a.client(), b.client());
+    let imgs: Vec<_> = (0..3).map(|i| multi_arch(70 + i, &PLATFORMS[..1], false, 2048)).collect();
+    let put = |c: &Client, img: &crate::images::Image, headers: Vec<(&'static str, String)>| {
+        let (c, bytes, mt) = (c.clone(), img.index.bytes.clone(), img.index.media_type.clone());
+        async move {
+            let mut h: Vec<(&str, &str)> = vec![("content-type", mt.as_str())];
+            h.extend(headers.iter().map(|(k, v)| (*k, v.as_str())));
+            c.req(Method::PUT, "/v2/team/app/manifests/v1", &h, Some(bytes)).await
+        }
+    };
+    for img in &imgs {
+        for blob in &img.blobs {
+            ca.push_blob("team/app", &blob.bytes).await;
+        }
+        for m in &img.manifests {
+            assert_eq!(ca.push_manifest("team/app", &m.digest.to_string(), &m.media_type, &m.bytes).await.status, 201);
+        }
+        let r =
+            ca.push_manifest("team/app", &img.index.digest.to_string(), &img.index.media_type, &img.index.bytes).await;
+        assert_eq!(r.status, 201);
+    }
+    let (x, y, z) = (&imgs[0], &imgs[1], &imgs[2]);
+    assert_eq!(put(&ca, x, vec![("if-none-match", "*".into())]).await.status, StatusCode::CREATED);
+    // Creating it again through the other replica: refused.
+    assert_eq!(put(&cb, y, vec![("if-none-match", "*".into())]).await.status, StatusCode::PRECONDITION_FAILED);
+    // Both replicas move v1 from x at the same moment: one wins, the other finds it moved.
+    let expect = format!("\"{}\"", x.index.digest);
+    let (r1, r2) =
+        tokio::join!(put(&ca, y, vec![("if-match", expect.clone())]), put(&cb, z, vec![("if-match", expect.clone())]));
+    let mut statuses = [r1.status.as_u16(), r2.status.as_u16()];
+    statuses.sort();
+    assert_eq!(statuses, [201, 412], "{:?} / {:?}", r1.body, r2.body);
+    let winner = if r1.status == StatusCode::CREATED { y } else { z };
+    for c in [&ca, &cb] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let got = c.get("/v2/team/app/manifests/v1").await.header("docker-content-digest").unwrap();
+            if got == winner.index.digest.to_string() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{} still says {got}", c.base);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+    // One history, the same through both replicas: created, then exactly one move.
+    for c in [&ca, &cb] {
+        let h = c.get("/_wharf/history/team/app/v1").await.json();
+        let events = h["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2, "{h}");
+        assert_eq!(events[1]["old"], x.index.digest.to_string());
+        assert_eq!(events[1]["new"], winner.index.digest.to_string());
+    }
 }
