@@ -2207,6 +2207,8 @@ prefix = "$S3_PREFIX"
 path_style = true
 access_key_id = "${S3[AWS_ACCESS_KEY_ID]}"
 secret_access_key = "${S3[AWS_SECRET_ACCESS_KEY]}"
+# UNSIGNED-PAYLOAD like the straight PUT it is compared with (and like any https:// endpoint by default).
+sign_payload = false
 EOC
   )
   if ! start_aux wharf wharf-s3 "$WORK/s3-scratch" "$cfg"; then

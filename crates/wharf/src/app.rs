@@ -64,6 +64,7 @@ fn s3_settings(storage: &crate::config::StorageConfig) -> S3Settings {
         prefix: storage.prefix.clone().unwrap_or_default(),
         path_style: storage.path_style,
         credentials: storage.access_key_id.clone().zip(storage.secret_access_key.clone()),
+        sign_payload: storage.sign_payload(),
     }
 }
 

@@ -275,6 +275,10 @@ pub struct StorageConfig {
     pub redirect: bool,
     /// `redirect_expiry = "20m"`: how long a presigned URL stays valid (at most 7 days).
     pub redirect_expiry: String,
+    /// `sign_payload = true`: put the SHA-256 of every request body in its signature, so the object store
+    /// checks the bytes it received (a second hash of everything pushed). Default: on for `http://`
+    /// endpoints, off for `https://` and AWS (TLS protects the bytes in transit; Wharf hashed them already).
+    pub sign_payload: Option<bool>,
     /// `upload_expiry = "24h"`: an upload session that receives no bytes for this long is forgotten and its
     /// bytes removed, so abandoned pushes do not fill the disk (`90s`, `30m`, `6h`, `1d`).
     pub upload_expiry: String,
@@ -297,6 +301,7 @@ impl Default for StorageConfig {
             secret_access_key: None,
             redirect: false,
             redirect_expiry: "20m".into(),
+            sign_payload: None,
             upload_expiry: "24h".into(),
             max_uploads: 1000,
         }
@@ -317,6 +322,7 @@ impl std::fmt::Debug for StorageConfig {
             .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<redacted>"))
             .field("redirect", &self.redirect)
             .field("redirect_expiry", &self.redirect_expiry)
+            .field("sign_payload", &self.sign_payload)
             .field("upload_expiry", &self.upload_expiry)
             .field("max_uploads", &self.max_uploads)
             .finish()
@@ -324,6 +330,11 @@ impl std::fmt::Debug for StorageConfig {
 }
 
 impl StorageConfig {
+    /// Whether S3 request bodies are signed (see `sign_payload`).
+    pub fn sign_payload(&self) -> bool {
+        self.sign_payload.unwrap_or_else(|| self.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")))
+    }
+
     /// How long presigned blob URLs live when `redirect` is on (`None`: blobs stream through Wharf).
     pub fn blob_redirects(&self) -> Result<Option<std::time::Duration>, String> {
         if !self.redirect || self.backend != StorageBackend::S3 {
@@ -362,6 +373,7 @@ impl StorageConfig {
                     ("access_key_id", self.access_key_id.is_some()),
                     ("secret_access_key", self.secret_access_key.is_some()),
                     ("redirect", self.redirect),
+                    ("sign_payload", self.sign_payload.is_some()),
                 ] {
                     if set {
                         out.push(issue(key, "only used with backend = \"s3\""));
