@@ -1112,7 +1112,7 @@ mod tests {
             let i = n.fetch_add(1, Ordering::SeqCst);
             s.prefix = format!("suite-{i}/");
             // Signed and unsigned request bodies, by turns.
-            s.sign_payload = i % 2 == 0;
+            s.sign_payload = i.is_multiple_of(2);
             Arc::new(S3Store::connect(&s, limits).unwrap()) as Arc<dyn ContentStore>
         })
         .await;
